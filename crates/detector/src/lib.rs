@@ -1,0 +1,316 @@
+//! Listing Guard detector: what an image's bytes say about how it was made.
+//!
+//! The API is pure and synchronous. [`Detector::analyse_batch`] takes fetched image bytes and
+//! returns, per image, the content hash, the provenance markers found in the file's metadata
+//! (see [`provenance`]), the decoded dimensions (or a typed decode failure) and, when a
+//! [`PixelModel`] is plugged in, its calibrated score. Callers run it off the async runtime.
+//!
+//! Decoding is bounded: dimensions are read from the header first and images over the pixel or
+//! allocation limits are refused before any pixel buffer is allocated.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use lg_events::{ImageFailure, ModelScore, Provenance};
+
+pub mod provenance;
+
+/// Version of the provenance reader; part of every decision id.
+pub const PROVENANCE_VERSION: &str = "provenance@1";
+
+/// Bounds on decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most pixels (width × height) accepted.
+    pub max_pixels: u64,
+    /// Largest width or height accepted.
+    pub max_dimension: u32,
+    /// Largest allocation the decoder may make, in bytes.
+    pub max_alloc_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_pixels: 40_000_000, max_dimension: 16_384, max_alloc_bytes: 512 << 20 }
+    }
+}
+
+/// A learned pixel-level detector. Implemented by the model crate; absent by default.
+pub trait PixelModel: Send + Sync {
+    /// Model name and version, written on every decision.
+    fn version(&self) -> &str;
+    /// Scores decoded images in one batch; one score per input, in order.
+    fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<ModelScore>, ModelError>;
+}
+
+/// A pixel model failed.
+#[derive(Debug, thiserror::Error)]
+#[error("pixel model failed: {0}")]
+pub struct ModelError(pub String);
+
+/// Why an image could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// No bytes.
+    #[error("image is empty (0 bytes)")]
+    Empty,
+    /// The bytes are no image format this build reads.
+    #[error("unsupported or unrecognised image format{0}")]
+    UnsupportedFormat(String),
+    /// Over the pixel/dimension limits.
+    #[error("image is {width}x{height}, over the limit ({limit})")]
+    TooLarge {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Which limit.
+        limit: String,
+    },
+    /// Corrupt or truncated data.
+    #[error("image data is corrupt or truncated: {0}")]
+    Corrupt(String),
+}
+
+impl DecodeError {
+    /// Stable error class.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty_image",
+            DecodeError::UnsupportedFormat(_) => "unsupported_format",
+            DecodeError::TooLarge { .. } => "image_too_large",
+            DecodeError::Corrupt(_) => "decode_error",
+        }
+    }
+
+    /// As a wire failure.
+    pub fn to_failure(&self) -> ImageFailure {
+        ImageFailure { class: self.class().to_owned(), message: self.to_string() }
+    }
+}
+
+/// What the detector found in one image.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// SHA-256 of the bytes (hex).
+    pub sha256: String,
+    /// Metadata markers. Read even when the pixels do not decode.
+    pub provenance: Provenance,
+    /// Decoded size, or why decoding failed.
+    pub decoded: Result<DecodedInfo, DecodeError>,
+    /// Pixel-model score, when a model is plugged in and the image decoded.
+    pub model: Option<ModelScore>,
+}
+
+/// Facts about a decoded image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedInfo {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Container format.
+    pub format: ImageFormat,
+}
+
+/// The detector: decode limits plus an optional pixel model.
+#[derive(Clone, Default)]
+pub struct Detector {
+    limits: DecodeLimits,
+    model: Option<Arc<dyn PixelModel>>,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("limits", &self.limits)
+            .field("model", &self.model.as_ref().map(|m| m.version().to_owned()))
+            .finish()
+    }
+}
+
+impl Detector {
+    /// A detector with the given limits and no pixel model.
+    pub fn new(limits: DecodeLimits) -> Self {
+        Self { limits, model: None }
+    }
+
+    /// Plugs in a pixel model.
+    pub fn with_model(mut self, model: Arc<dyn PixelModel>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The pixel model's version, if one is plugged in.
+    pub fn model_version(&self) -> Option<&str> {
+        self.model.as_deref().map(PixelModel::version)
+    }
+
+    /// Analyses one image.
+    pub fn analyse(&self, bytes: &[u8]) -> Analysis {
+        self.analyse_batch(&[bytes]).pop().expect("one input gives one output")
+    }
+
+    /// Analyses a batch of images; the pixel model, if any, scores the decodable ones together.
+    pub fn analyse_batch(&self, inputs: &[&[u8]]) -> Vec<Analysis> {
+        let mut decoded_images: Vec<Option<DynamicImage>> = Vec::with_capacity(inputs.len());
+        let mut out: Vec<Analysis> = Vec::with_capacity(inputs.len());
+        for bytes in inputs {
+            let decoded = decode(bytes, &self.limits);
+            let (info, img) = match decoded {
+                Ok((info, img)) => (Ok(info), Some(img)),
+                Err(e) => (Err(e), None),
+            };
+            let provenance = provenance::read(bytes, img.as_ref());
+            out.push(Analysis { sha256: lg_events::sha256_hex(bytes), provenance, decoded: info, model: None });
+            decoded_images.push(img);
+        }
+        if let Some(model) = &self.model {
+            let refs: Vec<&DynamicImage> = decoded_images.iter().flatten().collect();
+            if !refs.is_empty() {
+                match model.score_batch(&refs) {
+                    Ok(scores) => {
+                        let mut scores = scores.into_iter();
+                        for (a, img) in out.iter_mut().zip(&decoded_images) {
+                            if img.is_some() {
+                                a.model = scores.next();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pixel model failed; decisions carry no model score"),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Decodes `bytes` within `limits`.
+pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let Some(format) = reader.format() else {
+        return Err(DecodeError::UnsupportedFormat(sniff_format_name(bytes)));
+    };
+    if !format.reading_enabled() {
+        return Err(DecodeError::UnsupportedFormat(format!(": {format:?} is not supported by this build")));
+    }
+    let (width, height) = reader.into_dimensions().map_err(map_image_error)?;
+    check_dims(width, height, limits)?;
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut lim = Limits::default();
+    lim.max_image_width = Some(limits.max_dimension);
+    lim.max_image_height = Some(limits.max_dimension);
+    lim.max_alloc = Some(limits.max_alloc_bytes);
+    reader.limits(lim);
+    let img = reader.decode().map_err(map_image_error)?;
+    Ok((DecodedInfo { width, height, format }, img))
+}
+
+fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt(format!("image has zero size {width}x{height}")));
+    }
+    if width > limits.max_dimension || height > limits.max_dimension {
+        return Err(DecodeError::TooLarge { width, height, limit: format!("max dimension {}", limits.max_dimension) });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(DecodeError::TooLarge { width, height, limit: format!("max {} pixels", limits.max_pixels) });
+    }
+    Ok(())
+}
+
+fn map_image_error(e: image::ImageError) -> DecodeError {
+    match e {
+        image::ImageError::Unsupported(u) => DecodeError::UnsupportedFormat(format!(": {u}")),
+        image::ImageError::Limits(l) => DecodeError::TooLarge { width: 0, height: 0, limit: l.to_string() },
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+/// Names formats that the `image` build here does not decode, for a clearer error.
+fn sniff_format_name(bytes: &[u8]) -> String {
+    let ftyp = bytes.get(4..12);
+    let brand = |b: &[u8]| ftyp.is_some_and(|f| &f[..4] == b"ftyp" && &f[4..8] == b);
+    if brand(b"avif") || brand(b"avis") {
+        ": AVIF is not supported by this build".into()
+    } else if brand(b"heic") || brand(b"heix") || brand(b"mif1") || brand(b"msf1") {
+        ": HEIC/HEIF is not supported by this build".into()
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn decode_outcomes() {
+        let lim = DecodeLimits { max_pixels: 10_000, max_dimension: 200, max_alloc_bytes: 1 << 24 };
+        assert_eq!(decode(&png_bytes(50, 40), &lim).unwrap().0.width, 50);
+        assert_eq!(decode(b"", &lim).unwrap_err().class(), "empty_image");
+        assert_eq!(decode(b"hello world, not an image", &lim).unwrap_err().class(), "unsupported_format");
+        assert_eq!(decode(&png_bytes(150, 150), &lim).unwrap_err().class(), "image_too_large");
+        assert_eq!(decode(&png_bytes(300, 2), &lim).unwrap_err().class(), "image_too_large");
+        let mut truncated = png_bytes(60, 60);
+        truncated.truncate(truncated.len() / 2);
+        assert_eq!(decode(&truncated, &lim).unwrap_err().class(), "decode_error");
+    }
+
+    #[test]
+    fn header_says_huge_is_refused_before_allocation() {
+        // A valid PNG header claiming 50,000 x 50,000 pixels with no data behind it.
+        let mut png = png_bytes(1, 1);
+        png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let e = decode(&png, &DecodeLimits::default()).unwrap_err();
+        assert_eq!(e.class(), "image_too_large", "{e}");
+    }
+
+    struct Fixed;
+    impl PixelModel for Fixed {
+        fn version(&self) -> &str {
+            "fixed@1"
+        }
+        fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<ModelScore>, ModelError> {
+            Ok(images
+                .iter()
+                .map(|i| ModelScore {
+                    model_version: "fixed@1".into(),
+                    ai_probability: i.width() as f32 / 100.0,
+                    max_crop_probability: 0.0,
+                    mean_crop_probability: 0.0,
+                    crop_probabilities: vec![],
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn model_scores_only_decoded_images_in_order() {
+        let d = Detector::new(DecodeLimits::default()).with_model(Arc::new(Fixed));
+        let a = png_bytes(10, 10);
+        let b = png_bytes(30, 10);
+        let out = d.analyse_batch(&[&a, b"junk", &b]);
+        assert_eq!(out[0].model.as_ref().unwrap().ai_probability, 0.1);
+        assert!(out[1].model.is_none() && out[1].decoded.is_err());
+        assert_eq!(out[2].model.as_ref().unwrap().ai_probability, 0.3);
+        assert_eq!(out[1].sha256, lg_events::sha256_hex(b"junk"));
+    }
+}
