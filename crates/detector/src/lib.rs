@@ -26,13 +26,16 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Largest width or height accepted.
     pub max_dimension: u32,
+    /// Smallest width or height accepted: a 1×1 "image" is a tracking pixel or a placeholder,
+    /// not a product photo, and cannot be judged.
+    pub min_dimension: u32,
     /// Largest allocation the decoder may make, in bytes.
     pub max_alloc_bytes: u64,
 }
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_pixels: 40_000_000, max_dimension: 16_384, max_alloc_bytes: 512 << 20 }
+        Self { max_pixels: 40_000_000, max_dimension: 16_384, min_dimension: 16, max_alloc_bytes: 512 << 20 }
     }
 }
 
@@ -68,6 +71,16 @@ pub enum DecodeError {
         /// Which limit.
         limit: String,
     },
+    /// Under the minimum size.
+    #[error("image is {width}x{height}, under the minimum of {min} pixels per side")]
+    TooSmall {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// The minimum.
+        min: u32,
+    },
     /// Corrupt or truncated data.
     #[error("image data is corrupt or truncated: {0}")]
     Corrupt(String),
@@ -80,6 +93,7 @@ impl DecodeError {
             DecodeError::Empty => "empty_image",
             DecodeError::UnsupportedFormat(_) => "unsupported_format",
             DecodeError::TooLarge { .. } => "image_too_large",
+            DecodeError::TooSmall { .. } => "image_too_small",
             DecodeError::Corrupt(_) => "decode_error",
         }
     }
@@ -202,6 +216,11 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, Dynam
     }
     let (width, height) = reader.into_dimensions().map_err(map_image_error)?;
     check_dims(width, height, limits)?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // The JPEG decoder pads a truncated scan with grey instead of failing; a half image
+        // must not pass as a clean one.
+        return Err(DecodeError::Corrupt("JPEG is truncated (no end-of-image marker after the scan)".into()));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut lim = Limits::default();
     lim.max_image_width = Some(limits.max_dimension);
@@ -212,9 +231,18 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, Dynam
     Ok((DecodedInfo { width, height, format }, img))
 }
 
+/// Whether an end-of-image marker follows the first start-of-scan.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
+    sos.is_some_and(|p| bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
 fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
         return Err(DecodeError::Corrupt(format!("image has zero size {width}x{height}")));
+    }
+    if width < limits.min_dimension || height < limits.min_dimension {
+        return Err(DecodeError::TooSmall { width, height, min: limits.min_dimension });
     }
     if width > limits.max_dimension || height > limits.max_dimension {
         return Err(DecodeError::TooLarge { width, height, limit: format!("max dimension {}", limits.max_dimension) });
@@ -259,15 +287,22 @@ mod tests {
 
     #[test]
     fn decode_outcomes() {
-        let lim = DecodeLimits { max_pixels: 10_000, max_dimension: 200, max_alloc_bytes: 1 << 24 };
+        let lim = DecodeLimits { max_pixels: 10_000, max_dimension: 200, min_dimension: 16, max_alloc_bytes: 1 << 24 };
         assert_eq!(decode(&png_bytes(50, 40), &lim).unwrap().0.width, 50);
         assert_eq!(decode(b"", &lim).unwrap_err().class(), "empty_image");
         assert_eq!(decode(b"hello world, not an image", &lim).unwrap_err().class(), "unsupported_format");
         assert_eq!(decode(&png_bytes(150, 150), &lim).unwrap_err().class(), "image_too_large");
-        assert_eq!(decode(&png_bytes(300, 2), &lim).unwrap_err().class(), "image_too_large");
+        assert_eq!(decode(&png_bytes(300, 20), &lim).unwrap_err().class(), "image_too_large");
+        assert_eq!(decode(&png_bytes(1, 1), &lim).unwrap_err().class(), "image_too_small");
         let mut truncated = png_bytes(60, 60);
         truncated.truncate(truncated.len() / 2);
         assert_eq!(decode(&truncated, &lim).unwrap_err().class(), "decode_error");
+        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 3, y as u8 * 3, 7]));
+        let mut jpg = Vec::new();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        assert!(decode(&jpg, &lim).is_ok());
+        jpg.truncate(jpg.len() * 2 / 3);
+        assert_eq!(decode(&jpg, &lim).unwrap_err().class(), "decode_error");
     }
 
     #[test]
@@ -293,7 +328,7 @@ mod tests {
                 .iter()
                 .map(|i| ModelScore {
                     model_version: "fixed@1".into(),
-                    ai_probability: i.width() as f32 / 100.0,
+                    ai_probability: i.width() as f32 / 200.0,
                     max_crop_probability: 0.0,
                     mean_crop_probability: 0.0,
                     crop_probabilities: vec![],
@@ -305,8 +340,9 @@ mod tests {
     #[test]
     fn model_scores_only_decoded_images_in_order() {
         let d = Detector::new(DecodeLimits::default()).with_model(Arc::new(Fixed));
-        let a = png_bytes(10, 10);
-        let b = png_bytes(30, 10);
+        assert_eq!(d.model_version(), Some("fixed@1"));
+        let a = png_bytes(20, 20);
+        let b = png_bytes(60, 20);
         let out = d.analyse_batch(&[&a, b"junk", &b]);
         assert_eq!(out[0].model.as_ref().unwrap().ai_probability, 0.1);
         assert!(out[1].model.is_none() && out[1].decoded.is_err());

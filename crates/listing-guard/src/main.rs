@@ -1,1 +1,83 @@
-fn main(){}
+//! `listing-guard`: run the pipeline, the demo, score files, or write the JSON Schemas.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use listing_guard::config::Settings;
+
+#[derive(Parser)]
+#[command(name = "listing-guard", version, about = "Keeps undeclared AI-generated product images off a marketplace, and labels declared ones.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the live pipeline (consume listings, produce decisions, labels and dead letters).
+    Run {
+        /// Config file (TOML), layered over the defaults and under LISTING_GUARD__* variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Zero-setup demo: in-process mock Kafka, local image server, sample listings.
+    Demo,
+    /// Print provenance findings for image files, one JSON object per line.
+    Score {
+        /// Image files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write the JSON Schemas of the wire contracts.
+    Schemas {
+        /// Output directory.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LISTING_GUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Run { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let shutdown = listing_guard::pipeline::shutdown_on_signals();
+                listing_guard::pipeline::run(&settings, shutdown).await
+            })?;
+        }
+        Command::Demo => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(listing_guard::demo::run())?;
+        }
+        Command::Score { files } => {
+            let settings = Settings::load(None)?;
+            let detector = lg_detector::Detector::new(settings.decode_limits());
+            let mut out = std::io::stdout().lock();
+            for f in files {
+                let line = listing_guard::score::score_file(&detector, &f);
+                serde_json::to_writer(&mut out, &line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Command::Schemas { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, text) in lg_events::schemas() {
+                let path = out.join(name);
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}

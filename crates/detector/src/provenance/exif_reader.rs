@@ -10,7 +10,12 @@ use super::generators::{known_generator, looks_like_a1111};
 use super::{marker, xmp::aigc_marker};
 
 pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
-    let Ok(exif) = exif::Reader::new().read_from_container(&mut BufReader::new(Cursor::new(bytes))) else {
+    // Generators write sloppy EXIF (A1111's has a bogus next-IFD offset); keep what parses.
+    let parsed = exif::Reader::new()
+        .continue_on_error(true)
+        .read_from_container(&mut BufReader::new(Cursor::new(bytes)))
+        .or_else(|e| e.distill_partial_result(|errs| tracing::debug!(?errs, "EXIF partly malformed")));
+    let Ok(exif) = parsed else {
         return;
     };
     for f in exif.fields() {

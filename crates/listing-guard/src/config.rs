@@ -1,0 +1,274 @@
+//! Layered configuration: compiled-in defaults, then an optional file, then the environment.
+//!
+//! The raw structure mirrors `config/default.toml` and refuses unknown keys; [`Settings::load`]
+//! validates it without any I/O beyond reading the file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The compiled-in defaults.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Input topic.
+    pub input_topic: String,
+    /// Decisions topic.
+    pub decisions_topic: String,
+    /// Labels topic.
+    pub labels_topic: String,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+    /// Extra librdkafka settings.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// Pipeline settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Records processed concurrently.
+    pub max_in_flight: usize,
+    /// Drain deadline at shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Input validation settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSettings {
+    /// Largest payload.
+    pub max_payload_bytes: usize,
+    /// Most images per listing.
+    pub max_images: usize,
+}
+
+/// Image fetch settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSettings {
+    /// Largest body.
+    pub max_bytes: usize,
+    /// Per-attempt deadline.
+    pub timeout_ms: u64,
+    /// Connect deadline.
+    pub connect_timeout_ms: u64,
+    /// Most redirects.
+    pub max_redirects: usize,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub backoff_initial_ms: u64,
+    /// Largest backoff.
+    pub backoff_max_ms: u64,
+    /// Networks exempt from the address refusal.
+    pub allowed_networks: Vec<String>,
+}
+
+/// Decode limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeSettings {
+    /// Most pixels.
+    pub max_pixels: u64,
+    /// Largest side.
+    pub max_dimension: u32,
+    /// Smallest side.
+    pub min_dimension: u32,
+    /// Largest decoder allocation.
+    pub max_alloc_bytes: u64,
+}
+
+/// Detector service settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Partial-batch wait.
+    pub linger_ms: u64,
+    /// Parallel batches.
+    pub workers: usize,
+}
+
+/// Policy settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Policy file; empty for the shipped default.
+    pub file: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Kafka.
+    pub kafka: KafkaSettings,
+    /// Pipeline.
+    pub pipeline: PipelineSettings,
+    /// Validation.
+    pub validation: ValidationSettings,
+    /// Fetch.
+    pub fetch: FetchSettings,
+    /// Decode.
+    pub decode: DecodeSettings,
+    /// Detector.
+    pub detector: DetectorSettings,
+    /// Policy.
+    pub policy: PolicySettings,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment; validates.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_CONFIG_TOML, config::FileFormat::Toml));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
+        }
+        b = b
+            .add_source(
+                config::Environment::with_prefix("LISTING_GUARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("fetch.allowed_networks")
+                    .try_parsing(true),
+            )
+            .set_override_option("kafka.brokers", std::env::var("KAFKA_BROKERS").ok().filter(|s| !s.is_empty()))?;
+        let s: Settings = b.build()?.try_deserialize().context("configuration is invalid")?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("pipeline.max_in_flight", self.pipeline.max_in_flight as u64),
+            ("validation.max_payload_bytes", self.validation.max_payload_bytes as u64),
+            ("validation.max_images", self.validation.max_images as u64),
+            ("fetch.max_bytes", self.fetch.max_bytes as u64),
+            ("fetch.timeout_ms", self.fetch.timeout_ms),
+            ("fetch.max_attempts", u64::from(self.fetch.max_attempts)),
+            ("decode.max_pixels", self.decode.max_pixels),
+            ("detector.batch_size", self.detector.batch_size as u64),
+            ("detector.workers", self.detector.workers as u64),
+        ];
+        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            bail!("{k} must be greater than 0");
+        }
+        for (k, v) in [("kafka.brokers", &self.kafka.brokers), ("kafka.group_id", &self.kafka.group_id), ("kafka.input_topic", &self.kafka.input_topic)] {
+            if v.trim().is_empty() {
+                bail!("{k} must not be empty");
+            }
+        }
+        lg_ingest::consumer::check_extra(&self.kafka.librdkafka).map_err(|e| anyhow::anyhow!("kafka.librdkafka: {e}"))?;
+        self.allowed_networks()?;
+        Ok(())
+    }
+
+    /// Parsed `fetch.allowed_networks`.
+    pub fn allowed_networks(&self) -> anyhow::Result<Vec<IpNet>> {
+        self.fetch
+            .allowed_networks
+            .iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .with_context(|| format!("fetch.allowed_networks: {s:?} is not a network (e.g. 127.0.0.0/8)"))
+            })
+            .collect()
+    }
+
+    /// Fetcher configuration.
+    pub fn fetch_config(&self) -> anyhow::Result<lg_ingest::fetch::FetchConfig> {
+        let f = &self.fetch;
+        Ok(lg_ingest::fetch::FetchConfig {
+            max_bytes: f.max_bytes,
+            timeout: Duration::from_millis(f.timeout_ms),
+            connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+            max_redirects: f.max_redirects,
+            max_attempts: f.max_attempts,
+            backoff_initial: Duration::from_millis(f.backoff_initial_ms),
+            backoff_max: Duration::from_millis(f.backoff_max_ms),
+            allowed_networks: self.allowed_networks()?,
+            ..Default::default()
+        })
+    }
+
+    /// Decode limits.
+    pub fn decode_limits(&self) -> lg_detector::DecodeLimits {
+        lg_detector::DecodeLimits {
+            max_pixels: self.decode.max_pixels,
+            max_dimension: self.decode.max_dimension,
+            min_dimension: self.decode.min_dimension,
+            max_alloc_bytes: self.decode.max_alloc_bytes,
+        }
+    }
+
+    /// Validation limits.
+    pub fn validation_limits(&self) -> lg_events::ValidationLimits {
+        lg_events::ValidationLimits {
+            max_payload_bytes: self.validation.max_payload_bytes,
+            max_images: self.validation.max_images,
+            ..Default::default()
+        }
+    }
+
+    /// The policy in force.
+    pub fn load_policy(&self) -> anyhow::Result<lg_policy::Policy> {
+        if self.policy.file.is_empty() {
+            return Ok(lg_policy::Policy::default_policy());
+        }
+        let text = std::fs::read_to_string(&self.policy.file)
+            .with_context(|| format!("policy.file: cannot read {}", self.policy.file))?;
+        lg_policy::Policy::from_toml_str(&text).with_context(|| format!("policy.file: {}", self.policy.file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_files_override() {
+        let dir = std::env::temp_dir().join(format!("lg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[kafka]\ngroup_id = \"g2\"\n[fetch]\nallowed_networks = [\"127.0.0.0/8\"]\n").unwrap();
+        let s = Settings::load(Some(&f)).unwrap();
+        assert_eq!(s.kafka.group_id, "g2");
+        assert_eq!(s.kafka.input_topic, "listings.v1");
+        assert_eq!(s.allowed_networks().unwrap().len(), 1);
+
+        std::fs::write(&f, "[kafka]\ngroup_idd = \"x\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("group_idd"), "{e}");
+
+        std::fs::write(&f, "[kafka.librdkafka]\n\"enable.auto.offset.store\" = \"true\"\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("enable.auto.offset.store"), "{e}");
+
+        std::fs::write(&f, "[pipeline]\nmax_in_flight = 0\n").unwrap();
+        let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+        assert!(e.contains("pipeline.max_in_flight"), "{e}");
+
+        assert!(Settings::load(Some(&dir.join("missing.toml"))).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,71 @@
+//! The detector as a batching service off the async runtime.
+//!
+//! Callers send image bytes over a bounded channel (a full channel slows them down). One task
+//! forms batches, flushing on `batch_size` or after `linger`, and runs each batch on a blocking
+//! thread; at most `workers` batches run at once. When every handle is dropped the channel
+//! closes, the tail batch is flushed and the service ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use lg_detector::{Analysis, Detector};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+struct Job {
+    bytes: Bytes,
+    reply: oneshot::Sender<Analysis>,
+}
+
+/// A handle to send images to the detector.
+#[derive(Clone, Debug)]
+pub struct DetectorHandle {
+    tx: mpsc::Sender<Job>,
+    model_version: Option<String>,
+}
+
+impl DetectorHandle {
+    /// Starts the service on the current runtime.
+    pub fn spawn(detector: Detector, batch_size: usize, linger: Duration, workers: usize) -> Self {
+        let (tx, rx) = mpsc::channel(batch_size * workers * 2);
+        let model_version = detector.model_version().map(str::to_owned);
+        tokio::spawn(run(Arc::new(detector), rx, batch_size.max(1), linger, workers.max(1)));
+        Self { tx, model_version }
+    }
+
+    /// The pixel model's version, if any.
+    pub fn model_version(&self) -> Option<&str> {
+        self.model_version.as_deref()
+    }
+
+    /// Analyses one image.
+    pub async fn analyse(&self, bytes: Bytes) -> Option<Analysis> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { bytes, reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+async fn run(detector: Arc<Detector>, mut rx: mpsc::Receiver<Job>, batch_size: usize, linger: Duration, workers: usize) {
+    let slots = Arc::new(Semaphore::new(workers));
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < batch_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let permit = Arc::clone(&slots).acquire_owned().await.expect("semaphore is never closed");
+        let det = Arc::clone(&detector);
+        tokio::task::spawn_blocking(move || {
+            let inputs: Vec<&[u8]> = batch.iter().map(|j| &j.bytes[..]).collect();
+            let results = det.analyse_batch(&inputs);
+            for (job, analysis) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(analysis); // the caller may have gone at shutdown
+            }
+            drop(permit);
+        });
+    }
+}

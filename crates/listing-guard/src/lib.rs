@@ -1,0 +1,10 @@
+//! Listing Guard: the binary's library half (config, wiring, commands), so that tests and the
+//! demo can drive the same code the `listing-guard` binary runs.
+
+pub mod config;
+pub mod demo;
+pub mod detect_service;
+pub mod fixtures;
+pub mod pipeline;
+pub mod process;
+pub mod score;

@@ -1,0 +1,235 @@
+//! The live pipeline: consume, process concurrently, produce, store offsets in order.
+//!
+//! Delivery is at least once:
+//! 1. A record is registered with the [`OffsetTracker`] when received.
+//! 2. It is processed (at most `max_in_flight` at once: a semaphore permit is taken before the
+//!    next `recv`, so a slow stage stops consumption instead of queueing without bound).
+//! 3. Its outputs (decision + labels, or a dead letter) are produced and acknowledged by the
+//!    broker.
+//! 4. Only then is it completed in the tracker, which stores the partition's position if every
+//!    earlier record is also done. Auto-commit commits stored positions only.
+//!
+//! Shutdown (SIGTERM/SIGINT or the watch channel): stop receiving, let in-flight records finish
+//! within `shutdown_timeout`, commit the positions that are done synchronously, and return.
+//! Records abandoned at the deadline are not committed and are redone on restart; since
+//! decision ids are deterministic, a redone record yields the same decision id.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lg_events::SourceCoordinates;
+use lg_ingest::consumer::{build_consumer, commit_positions, store_position, ConsumerSettings};
+use lg_ingest::offsets::OffsetTracker;
+use lg_labeler::{OutputTopics, Outputs};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::Message;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::detect_service::DetectorHandle;
+use crate::process::{InputRecord, Outcome, Processor};
+
+/// Counters of one run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Records received.
+    pub received: u64,
+    /// Decisions produced.
+    pub decisions: u64,
+    /// Dead letters produced.
+    pub dead_letters: u64,
+    /// Records not finished by the shutdown deadline (redone on restart).
+    pub abandoned: u64,
+}
+
+/// Builds the processor from settings.
+pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
+    let fetcher = lg_ingest::fetch::ImageFetcher::new(settings.fetch_config()?)?;
+    let detector = lg_detector::Detector::new(settings.decode_limits());
+    let handle = DetectorHandle::spawn(
+        detector,
+        settings.detector.batch_size,
+        Duration::from_millis(settings.detector.linger_ms),
+        settings.detector.workers,
+    );
+    Ok(Processor {
+        fetcher,
+        detector: handle,
+        policy: Arc::new(settings.load_policy()?),
+        limits: settings.validation_limits(),
+    })
+}
+
+/// Runs the pipeline until `shutdown` turns true.
+pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow::Result<RunStats> {
+    let processor = build_processor(settings)?;
+    let k = &settings.kafka;
+    let consumer = Arc::new(build_consumer(&ConsumerSettings {
+        brokers: k.brokers.clone(),
+        group_id: k.group_id.clone(),
+        topics: vec![k.input_topic.clone()],
+        extra: k.librdkafka.clone(),
+    })?);
+    let outputs = Outputs::new(
+        &k.brokers,
+        OutputTopics { decisions: k.decisions_topic.clone(), labels: k.labels_topic.clone(), dlq: k.dlq_topic.clone() },
+        &k.librdkafka,
+        shutdown.clone(),
+    )?;
+    tracing::info!(
+        brokers = %k.brokers, group = %k.group_id, topic = %k.input_topic,
+        policy = processor.policy.version(), "pipeline started"
+    );
+    let stats = drive(
+        consumer,
+        outputs,
+        processor,
+        settings.pipeline.max_in_flight,
+        Duration::from_millis(settings.pipeline.shutdown_timeout_ms),
+        shutdown,
+    )
+    .await?;
+    tracing::info!(?stats, "pipeline stopped");
+    Ok(stats)
+}
+
+struct Shared {
+    consumer: Arc<StreamConsumer>,
+    tracker: Mutex<OffsetTracker>,
+    outputs: Outputs,
+    processor: Processor,
+    stats: Mutex<RunStats>,
+}
+
+async fn drive(
+    consumer: Arc<StreamConsumer>,
+    outputs: Outputs,
+    processor: Processor,
+    max_in_flight: usize,
+    shutdown_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<RunStats> {
+    let shared = Arc::new(Shared {
+        consumer: Arc::clone(&consumer),
+        tracker: Mutex::new(OffsetTracker::new()),
+        outputs,
+        processor,
+        stats: Mutex::new(RunStats::default()),
+    });
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let mut tasks = JoinSet::new();
+    let mut recv_errors = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let msg = tokio::select! {
+            _ = shutdown.changed() => break,
+            m = consumer.recv() => m,
+        };
+        // Reap finished tasks so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        let msg = match msg {
+            Ok(m) => {
+                recv_errors = 0;
+                m
+            }
+            Err(e) => {
+                recv_errors = recv_errors.saturating_add(1);
+                let delay = Duration::from_millis(100 * u64::from(recv_errors.min(50)));
+                tracing::warn!(error = %e, ?delay, "consumer error; continuing");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        let rec = InputRecord {
+            source: SourceCoordinates { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() },
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            received: Instant::now(),
+        };
+        drop(msg);
+        shared.tracker.lock().expect("tracker lock").begin(&rec.source.topic, rec.source.partition, rec.source.offset);
+        shared.stats.lock().expect("stats lock").received += 1;
+        let sh = Arc::clone(&shared);
+        tasks.spawn(async move {
+            handle(&sh, rec).await;
+            drop(permit);
+        });
+    }
+
+    let in_flight = shared.tracker.lock().expect("tracker lock").in_flight();
+    tracing::info!(in_flight, "shutting down: draining in-flight records");
+    let drained = tokio::time::timeout(shutdown_timeout, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "shutdown deadline passed; unfinished records will be redone on restart");
+        tasks.abort_all();
+    }
+    let positions = {
+        let t = shared.tracker.lock().expect("tracker lock");
+        shared.stats.lock().expect("stats lock").abandoned = t.in_flight() as u64;
+        t.positions()
+    };
+    if let Err(e) = shared.outputs.flush(Duration::from_secs(5)) {
+        tracing::warn!(error = %e, "producer flush at shutdown failed");
+    }
+    if let Err(e) = commit_positions(&*consumer, &positions) {
+        tracing::warn!(error = %e, "final commit failed; uncommitted records will be redone");
+    }
+    let stats = *shared.stats.lock().expect("stats lock");
+    Ok(stats)
+}
+
+async fn handle(sh: &Shared, rec: InputRecord) {
+    let outcome = sh.processor.process(&rec).await;
+    let delivered = match &outcome {
+        Outcome::Decided(d, labels) => sh.outputs.emit_decision(d, labels).await,
+        Outcome::Dead(dl) => sh.outputs.emit_dead_letter(dl, rec.key.as_deref()).await,
+    };
+    if let Err(e) = delivered {
+        tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered; record will be redone");
+        return;
+    }
+    {
+        let mut st = sh.stats.lock().expect("stats lock");
+        match outcome {
+            Outcome::Decided(..) => st.decisions += 1,
+            Outcome::Dead(_) => st.dead_letters += 1,
+        }
+    }
+    let s = &rec.source;
+    let advanced = sh.tracker.lock().expect("tracker lock").complete(&s.topic, s.partition, s.offset);
+    if let Some(pos) = advanced {
+        if let Err(e) = store_position(&*sh.consumer, &s.topic, s.partition, pos) {
+            // Typically the partition was revoked; its new owner redoes the unfinished tail.
+            tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "could not store offset");
+        }
+    }
+}
+
+/// A watch channel that turns true on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
