@@ -1,1 +1,330 @@
+//! Helpers for the end-to-end tests: a real broker from `KAFKA_BROKERS` (default
+//! 127.0.0.1:9092, started by `make broker-up`), fresh topics per test, the `listing-guard`
+//! binary as a separate process, and an output collector.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lg_events::{DeadLetter, LabelEvent, ModerationDecision};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+
+/// The broker under test.
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:9092".into())
+}
+
+/// Fresh topic names for one test.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// Input.
+    pub input: String,
+    /// Decisions.
+    pub decisions: String,
+    /// Labels.
+    pub labels: String,
+    /// Dead letters.
+    pub dlq: String,
+    /// Consumer group of the pipeline.
+    pub group: String,
+}
+
+impl Topics {
+    /// Unique names with `prefix`.
+    pub fn fresh(prefix: &str) -> Self {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000_000;
+        let p = format!("{prefix}-{}-{n}", std::process::id());
+        Self {
+            input: format!("{p}.listings"),
+            decisions: format!("{p}.decisions"),
+            labels: format!("{p}.labels"),
+            dlq: format!("{p}.dlq"),
+            group: format!("{p}.group"),
+        }
+    }
+
+    /// Creates the topics on the broker.
+    pub async fn create(&self, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin client");
+        let names = [&self.input, &self.decisions, &self.labels, &self.dlq];
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let res = admin
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach the broker at {} (run `make broker-up`): {e}",
+                    brokers()
+                )
+            });
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+        }
+    }
+}
+
+/// Produces `(key, payload)` records to `topic` and waits for all acks.
+pub async fn produce_all(topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for chunk in records.chunks(200) {
+        let sends = chunk.iter().map(|(k, p)| {
+            producer.send(
+                FutureRecord::to(topic).key(k).payload(p),
+                Duration::from_secs(30),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).expect("input produced");
+        }
+    }
+}
+
+/// The `listing-guard` binary (built by `make test` before the tests run).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("LISTING_GUARD_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/listing-guard");
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build -p listing-guard` first (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// A pipeline process, killed when dropped (so a failing test leaves nothing behind).
+#[derive(Debug)]
+pub struct Pipeline(Option<Child>);
+
+impl Pipeline {
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reaped");
+        }
+    }
+
+    /// SIGTERM; asserts a clean exit within 30 s.
+    pub fn terminate(mut self) {
+        if let Some(c) = self.0.take() {
+            terminate(c);
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `listing-guard run` for `topics` as a separate process.
+pub fn start_pipeline(topics: &Topics) -> Pipeline {
+    Pipeline(Some(spawn_pipeline(topics)))
+}
+
+fn spawn_pipeline(topics: &Topics) -> Child {
+    Command::new(binary())
+        .arg("run")
+        .env("KAFKA_BROKERS", brokers())
+        .env("LISTING_GUARD__KAFKA__GROUP_ID", &topics.group)
+        .env(
+            "LISTING_GUARD__KAFKA__INSTANCE_ID",
+            format!("{}.instance-0", topics.group),
+        )
+        .env("LISTING_GUARD__KAFKA__INPUT_TOPIC", &topics.input)
+        .env("LISTING_GUARD__KAFKA__DECISIONS_TOPIC", &topics.decisions)
+        .env("LISTING_GUARD__KAFKA__LABELS_TOPIC", &topics.labels)
+        .env("LISTING_GUARD__KAFKA__DLQ_TOPIC", &topics.dlq)
+        .env("LISTING_GUARD__FETCH__ALLOWED_NETWORKS", "127.0.0.0/8")
+        .env("LISTING_GUARD__FETCH__MAX_ATTEMPTS", "2")
+        .env("LISTING_GUARD__FETCH__BACKOFF_INITIAL_MS", "10")
+        .env("LISTING_GUARD__FETCH__TIMEOUT_MS", "3000")
+        .env(
+            "LISTING_GUARD_LOG",
+            std::env::var("IT_PIPELINE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("listing-guard starts")
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "pipeline exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("pipeline did not exit within 30 s of SIGTERM");
+}
+
+/// Everything read from the output topics.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Decisions, in arrival order.
+    pub decisions: Vec<ModerationDecision>,
+    /// Label events.
+    pub labels: Vec<LabelEvent>,
+    /// Dead letters, with their Kafka headers.
+    pub dead: Vec<(DeadLetter, HashMap<String, String>)>,
+}
+
+impl Collected {
+    /// Decisions grouped by event id.
+    pub fn by_event(&self) -> HashMap<&str, Vec<&ModerationDecision>> {
+        let mut m: HashMap<&str, Vec<&ModerationDecision>> = HashMap::new();
+        for d in &self.decisions {
+            m.entry(d.event_id.as_str()).or_default().push(d);
+        }
+        m
+    }
+}
+
+/// Reads the output topics from the beginning.
+pub struct Collector {
+    consumer: StreamConsumer,
+    topics: Topics,
+    /// What has been read so far.
+    pub seen: Collected,
+}
+
+impl Collector {
+    /// Subscribes to the output topics with a fresh group.
+    pub fn new(topics: &Topics) -> Self {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("{}.reader", topics.group))
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        consumer
+            .subscribe(&[&topics.decisions, &topics.labels, &topics.dlq])
+            .expect("subscribe");
+        Self {
+            consumer,
+            topics: topics.clone(),
+            seen: Collected::default(),
+        }
+    }
+
+    /// Reads until `done(seen)` holds; panics after `timeout`.
+    pub async fn until(&mut self, timeout: Duration, done: impl Fn(&Collected) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !done(&self.seen) {
+            if !self.read_one(deadline).await {
+                panic!(
+                    "timed out: {} decisions, {} labels, {} dead letters so far",
+                    self.seen.decisions.len(),
+                    self.seen.labels.len(),
+                    self.seen.dead.len()
+                );
+            }
+        }
+    }
+
+    /// Keeps reading for `period` (to catch late duplicates).
+    pub async fn drain(&mut self, period: Duration) {
+        let deadline = tokio::time::Instant::now() + period;
+        while self.read_one(deadline).await {}
+    }
+
+    async fn read_one(&mut self, deadline: tokio::time::Instant) -> bool {
+        {
+            let msg = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(m) => m.expect("reader receives"),
+                Err(_) => return false,
+            };
+            let payload = msg.payload().unwrap_or_default();
+            if msg.topic() == self.topics.decisions {
+                self.seen
+                    .decisions
+                    .push(serde_json::from_slice(payload).expect("decision parses"));
+            } else if msg.topic() == self.topics.labels {
+                self.seen
+                    .labels
+                    .push(serde_json::from_slice(payload).expect("label parses"));
+            } else {
+                let mut headers = HashMap::new();
+                if let Some(h) = msg.headers() {
+                    for hdr in h.iter() {
+                        headers.insert(
+                            hdr.key.to_owned(),
+                            String::from_utf8_lossy(hdr.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                self.seen.dead.push((
+                    serde_json::from_slice(payload).expect("dead letter parses"),
+                    headers,
+                ));
+            }
+        }
+        true
+    }
+}
+
+/// A listing event as JSON.
+pub fn listing(event_id: &str, marketplace: &str, category: &str, urls: &[String]) -> Vec<u8> {
+    let images: Vec<serde_json::Value> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, u)| serde_json::json!({"image_id": format!("img{i}"), "url": u, "role": if i == 0 { "main" } else { "detail" }}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "schema_version": 1,
+        "event_id": event_id,
+        "event_type": "listing.created",
+        "occurred_at": "2026-11-25T08:00:00Z",
+        "listing_id": format!("L-{event_id}"),
+        "merchant_id": "M-1",
+        "marketplace": marketplace,
+        "category": category,
+        "title": "test listing",
+        "images": images
+    }))
+    .unwrap()
+}
+
+/// A port on 127.0.0.1 with nothing listening.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}

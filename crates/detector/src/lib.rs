@@ -35,7 +35,12 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        Self { max_pixels: 40_000_000, max_dimension: 16_384, min_dimension: 16, max_alloc_bytes: 512 << 20 }
+        Self {
+            max_pixels: 40_000_000,
+            max_dimension: 16_384,
+            min_dimension: 16,
+            max_alloc_bytes: 512 << 20,
+        }
     }
 }
 
@@ -100,7 +105,10 @@ impl DecodeError {
 
     /// As a wire failure.
     pub fn to_failure(&self) -> ImageFailure {
-        ImageFailure { class: self.class().to_owned(), message: self.to_string() }
+        ImageFailure {
+            class: self.class().to_owned(),
+            message: self.to_string(),
+        }
     }
 }
 
@@ -139,7 +147,10 @@ impl std::fmt::Debug for Detector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Detector")
             .field("limits", &self.limits)
-            .field("model", &self.model.as_ref().map(|m| m.version().to_owned()))
+            .field(
+                "model",
+                &self.model.as_ref().map(|m| m.version().to_owned()),
+            )
             .finish()
     }
 }
@@ -147,7 +158,10 @@ impl std::fmt::Debug for Detector {
 impl Detector {
     /// A detector with the given limits and no pixel model.
     pub fn new(limits: DecodeLimits) -> Self {
-        Self { limits, model: None }
+        Self {
+            limits,
+            model: None,
+        }
     }
 
     /// Plugs in a pixel model.
@@ -163,7 +177,9 @@ impl Detector {
 
     /// Analyses one image.
     pub fn analyse(&self, bytes: &[u8]) -> Analysis {
-        self.analyse_batch(&[bytes]).pop().expect("one input gives one output")
+        self.analyse_batch(&[bytes])
+            .pop()
+            .expect("one input gives one output")
     }
 
     /// Analyses a batch of images; the pixel model, if any, scores the decodable ones together.
@@ -177,7 +193,12 @@ impl Detector {
                 Err(e) => (Err(e), None),
             };
             let provenance = provenance::read(bytes, img.as_ref());
-            out.push(Analysis { sha256: lg_events::sha256_hex(bytes), provenance, decoded: info, model: None });
+            out.push(Analysis {
+                sha256: lg_events::sha256_hex(bytes),
+                provenance,
+                decoded: info,
+                model: None,
+            });
             decoded_images.push(img);
         }
         if let Some(model) = &self.model {
@@ -192,7 +213,9 @@ impl Detector {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "pixel model failed; decisions carry no model score"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pixel model failed; decisions carry no model score")
+                    }
                 }
             }
         }
@@ -201,7 +224,10 @@ impl Detector {
 }
 
 /// Decodes `bytes` within `limits`.
-pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
+pub fn decode(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -212,14 +238,18 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, Dynam
         return Err(DecodeError::UnsupportedFormat(sniff_format_name(bytes)));
     };
     if !format.reading_enabled() {
-        return Err(DecodeError::UnsupportedFormat(format!(": {format:?} is not supported by this build")));
+        return Err(DecodeError::UnsupportedFormat(format!(
+            ": {format:?} is not supported by this build"
+        )));
     }
     let (width, height) = reader.into_dimensions().map_err(map_image_error)?;
     check_dims(width, height, limits)?;
     if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
         // The JPEG decoder pads a truncated scan with grey instead of failing; a half image
         // must not pass as a clean one.
-        return Err(DecodeError::Corrupt("JPEG is truncated (no end-of-image marker after the scan)".into()));
+        return Err(DecodeError::Corrupt(
+            "JPEG is truncated (no end-of-image marker after the scan)".into(),
+        ));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut lim = Limits::default();
@@ -228,7 +258,14 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<(DecodedInfo, Dynam
     lim.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(lim);
     let img = reader.decode().map_err(map_image_error)?;
-    Ok((DecodedInfo { width, height, format }, img))
+    Ok((
+        DecodedInfo {
+            width,
+            height,
+            format,
+        },
+        img,
+    ))
 }
 
 /// Whether an end-of-image marker follows the first start-of-scan.
@@ -239,16 +276,30 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
 
 fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
-        return Err(DecodeError::Corrupt(format!("image has zero size {width}x{height}")));
+        return Err(DecodeError::Corrupt(format!(
+            "image has zero size {width}x{height}"
+        )));
     }
     if width < limits.min_dimension || height < limits.min_dimension {
-        return Err(DecodeError::TooSmall { width, height, min: limits.min_dimension });
+        return Err(DecodeError::TooSmall {
+            width,
+            height,
+            min: limits.min_dimension,
+        });
     }
     if width > limits.max_dimension || height > limits.max_dimension {
-        return Err(DecodeError::TooLarge { width, height, limit: format!("max dimension {}", limits.max_dimension) });
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            limit: format!("max dimension {}", limits.max_dimension),
+        });
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooLarge { width, height, limit: format!("max {} pixels", limits.max_pixels) });
+        return Err(DecodeError::TooLarge {
+            width,
+            height,
+            limit: format!("max {} pixels", limits.max_pixels),
+        });
     }
     Ok(())
 }
@@ -256,7 +307,11 @@ fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), Deco
 fn map_image_error(e: image::ImageError) -> DecodeError {
     match e {
         image::ImageError::Unsupported(u) => DecodeError::UnsupportedFormat(format!(": {u}")),
-        image::ImageError::Limits(l) => DecodeError::TooLarge { width: 0, height: 0, limit: l.to_string() },
+        image::ImageError::Limits(l) => DecodeError::TooLarge {
+            width: 0,
+            height: 0,
+            limit: l.to_string(),
+        },
         other => DecodeError::Corrupt(other.to_string()),
     }
 }
@@ -281,25 +336,50 @@ mod tests {
     fn png_bytes(w: u32, h: u32) -> Vec<u8> {
         let img = image::RgbImage::from_pixel(w, h, image::Rgb([10, 20, 30]));
         let mut out = Vec::new();
-        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).unwrap();
+        img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
         out
     }
 
     #[test]
     fn decode_outcomes() {
-        let lim = DecodeLimits { max_pixels: 10_000, max_dimension: 200, min_dimension: 16, max_alloc_bytes: 1 << 24 };
+        let lim = DecodeLimits {
+            max_pixels: 10_000,
+            max_dimension: 200,
+            min_dimension: 16,
+            max_alloc_bytes: 1 << 24,
+        };
         assert_eq!(decode(&png_bytes(50, 40), &lim).unwrap().0.width, 50);
         assert_eq!(decode(b"", &lim).unwrap_err().class(), "empty_image");
-        assert_eq!(decode(b"hello world, not an image", &lim).unwrap_err().class(), "unsupported_format");
-        assert_eq!(decode(&png_bytes(150, 150), &lim).unwrap_err().class(), "image_too_large");
-        assert_eq!(decode(&png_bytes(300, 20), &lim).unwrap_err().class(), "image_too_large");
-        assert_eq!(decode(&png_bytes(1, 1), &lim).unwrap_err().class(), "image_too_small");
+        assert_eq!(
+            decode(b"hello world, not an image", &lim)
+                .unwrap_err()
+                .class(),
+            "unsupported_format"
+        );
+        assert_eq!(
+            decode(&png_bytes(150, 150), &lim).unwrap_err().class(),
+            "image_too_large"
+        );
+        assert_eq!(
+            decode(&png_bytes(300, 20), &lim).unwrap_err().class(),
+            "image_too_large"
+        );
+        assert_eq!(
+            decode(&png_bytes(1, 1), &lim).unwrap_err().class(),
+            "image_too_small"
+        );
         let mut truncated = png_bytes(60, 60);
         truncated.truncate(truncated.len() / 2);
-        assert_eq!(decode(&truncated, &lim).unwrap_err().class(), "decode_error");
-        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 3, y as u8 * 3, 7]));
+        assert_eq!(
+            decode(&truncated, &lim).unwrap_err().class(),
+            "decode_error"
+        );
+        let img =
+            image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 3, y as u8 * 3, 7]));
         let mut jpg = Vec::new();
-        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg).unwrap();
+        img.write_to(&mut Cursor::new(&mut jpg), ImageFormat::Jpeg)
+            .unwrap();
         assert!(decode(&jpg, &lim).is_ok());
         jpg.truncate(jpg.len() * 2 / 3);
         assert_eq!(decode(&jpg, &lim).unwrap_err().class(), "decode_error");

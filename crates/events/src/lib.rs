@@ -342,7 +342,10 @@ pub struct VisibleLabel {
 
 impl Default for VisibleLabel {
     fn default() -> Self {
-        Self { zh: VISIBLE_LABEL_ZH.to_owned(), en: VISIBLE_LABEL_EN.to_owned() }
+        Self {
+            zh: VISIBLE_LABEL_ZH.to_owned(),
+            en: VISIBLE_LABEL_EN.to_owned(),
+        }
     }
 }
 
@@ -568,7 +571,10 @@ pub fn schemas() -> Vec<(&'static str, String)> {
     }
     vec![
         ("listing_event.v1.json", render::<ListingEvent>()),
-        ("moderation_decision.v1.json", render::<ModerationDecision>()),
+        (
+            "moderation_decision.v1.json",
+            render::<ModerationDecision>(),
+        ),
         ("label_event.v1.json", render::<LabelEvent>()),
         ("dead_letter.v1.json", render::<DeadLetter>()),
     ]
@@ -603,7 +609,11 @@ mod tests {
     #[test]
     fn dead_letter_keeps_payload_bytes() {
         let payload = b"\xff\x00not json";
-        let src = SourceCoordinates { topic: "t".into(), partition: 2, offset: 7 };
+        let src = SourceCoordinates {
+            topic: "t".into(),
+            partition: 2,
+            offset: 7,
+        };
         let dl = DeadLetter::new(DeadLetterClass::MalformedJson, "bad", src, None, payload);
         assert_eq!(dl.original_payload().unwrap(), payload);
         assert_eq!(dl.payload_utf8, None);

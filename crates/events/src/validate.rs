@@ -84,7 +84,10 @@ impl ListingEvent {
             Some(b) => b,
         };
         if bytes.len() > limits.max_payload_bytes {
-            return Err(ContractError::TooLarge { size: bytes.len(), limit: limits.max_payload_bytes });
+            return Err(ContractError::TooLarge {
+                size: bytes.len(),
+                limit: limits.max_payload_bytes,
+            });
         }
         // Two steps so that "not JSON", "wrong version" and "wrong shape" are told apart.
         let value: serde_json::Value =
@@ -111,7 +114,10 @@ impl ListingEvent {
         id("merchant_id", &self.merchant_id)?;
         id("marketplace", &self.marketplace)?;
         if self.marketplace != self.marketplace.to_ascii_lowercase() {
-            return Err(invalid(format!("marketplace {:?} must be lower case", self.marketplace)));
+            return Err(invalid(format!(
+                "marketplace {:?} must be lower case",
+                self.marketplace
+            )));
         }
         check_text("category", &self.category, limits.max_title_chars)?;
         check_text("title", &self.title, limits.max_title_chars)?;
@@ -127,9 +133,16 @@ impl ListingEvent {
         }
         let mut seen = HashSet::with_capacity(self.images.len());
         for (i, img) in self.images.iter().enumerate() {
-            check_id(&format!("images[{i}].image_id"), &img.image_id, limits.max_id_len)?;
+            check_id(
+                &format!("images[{i}].image_id"),
+                &img.image_id,
+                limits.max_id_len,
+            )?;
             if !seen.insert(img.image_id.as_str()) {
-                return Err(invalid(format!("images[{i}].image_id {:?} is repeated", img.image_id)));
+                return Err(invalid(format!(
+                    "images[{i}].image_id {:?} is repeated",
+                    img.image_id
+                )));
             }
             if img.url.is_empty() || img.url.len() > limits.max_url_len {
                 return Err(invalid(format!(
@@ -138,7 +151,9 @@ impl ListingEvent {
                 )));
             }
             if img.url.chars().any(char::is_control) {
-                return Err(invalid(format!("images[{i}].url contains control characters")));
+                return Err(invalid(format!(
+                    "images[{i}].url contains control characters"
+                )));
             }
         }
         Ok(())
@@ -156,13 +171,21 @@ fn check_id(name: &str, v: &str, max: usize) -> Result<(), ContractError> {
         return Err(invalid(format!("{name} must not be empty")));
     }
     if v.len() > max {
-        return Err(invalid(format!("{name} is {} bytes, over the limit of {max}", v.len())));
+        return Err(invalid(format!(
+            "{name} is {} bytes, over the limit of {max}",
+            v.len()
+        )));
     }
     if v.trim() != v {
-        return Err(invalid(format!("{name} has leading or trailing whitespace")));
+        return Err(invalid(format!(
+            "{name} has leading or trailing whitespace"
+        )));
     }
     if let Some(c) = v.chars().find(|c| c.is_control() || is_invisible(*c)) {
-        return Err(invalid(format!("{name} contains forbidden character U+{:04X}", c as u32)));
+        return Err(invalid(format!(
+            "{name} contains forbidden character U+{:04X}",
+            c as u32
+        )));
     }
     Ok(())
 }
@@ -212,7 +235,10 @@ mod tests {
         match (got, expected) {
             (Ok(_), Ok(())) => {}
             (Err(e), Err(class)) => assert_eq!(e.class(), class, "{e}"),
-            (got, exp) => panic!("payload {:?}: got {got:?}, expected {exp:?}", String::from_utf8_lossy(payload)),
+            (got, exp) => panic!(
+                "payload {:?}: got {got:?}, expected {exp:?}",
+                String::from_utf8_lossy(payload)
+            ),
         }
     }
 
@@ -228,12 +254,24 @@ mod tests {
         check(b"", Err(C::EmptyPayload));
         check(b"{not json", Err(C::MalformedJson));
         check(b"\xff\xfe", Err(C::MalformedJson));
-        check(&with("schema_version", "2"), Err(C::UnsupportedSchemaVersion));
-        check(&with("schema_version", "\"1\""), Err(C::UnsupportedSchemaVersion));
+        check(
+            &with("schema_version", "2"),
+            Err(C::UnsupportedSchemaVersion),
+        );
+        check(
+            &with("schema_version", "\"1\""),
+            Err(C::UnsupportedSchemaVersion),
+        );
         check(br#"{"event_id":"x"}"#, Err(C::UnsupportedSchemaVersion));
         check(&with("listing_id", "42"), Err(C::SchemaViolation));
-        check(&with("event_type", "\"listing.deleted\""), Err(C::SchemaViolation));
-        check(&with("occurred_at", "\"yesterday\""), Err(C::SchemaViolation));
+        check(
+            &with("event_type", "\"listing.deleted\""),
+            Err(C::SchemaViolation),
+        );
+        check(
+            &with("occurred_at", "\"yesterday\""),
+            Err(C::SchemaViolation),
+        );
         check(&with("images", "[]"), Err(C::InvalidEvent));
         check(&with("event_id", "\"\""), Err(C::InvalidEvent));
         check(&with("event_id", "\"e\\u200b1\""), Err(C::InvalidEvent));
@@ -245,7 +283,10 @@ mod tests {
         let many: Vec<String> = (0..51)
             .map(|i| format!(r#"{{"image_id":"i{i}","url":"http://x/{i}","role":"detail"}}"#))
             .collect();
-        check(&with("images", &format!("[{}]", many.join(","))), Err(C::InvalidEvent));
+        check(
+            &with("images", &format!("[{}]", many.join(","))),
+            Err(C::InvalidEvent),
+        );
         let big = vec![b' '; (1 << 20) + 1];
         check(&big, Err(C::PayloadTooLarge));
     }

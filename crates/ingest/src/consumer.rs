@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::offsets::TopicPartition;
@@ -21,6 +24,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "enable.auto.offset.store",
     "enable.auto.commit",
     "group.id",
+    "group.instance.id",
     "bootstrap.servers",
     "isolation.level",
     "enable.partition.eof",
@@ -33,14 +37,62 @@ pub struct ConsumerSettings {
     pub brokers: String,
     /// Consumer group.
     pub group_id: String,
+    /// Static membership id (`group.instance.id`); `None` for dynamic membership.
+    pub instance_id: Option<String>,
     /// Topics to subscribe to.
     pub topics: Vec<String>,
     /// Extra librdkafka settings (already checked against [`RESERVED_KEYS`]).
     pub extra: BTreeMap<String, String>,
 }
 
+/// Consumer context: routes librdkafka's logs and rebalance events to `tracing`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GuardContext;
+
+impl ClientContext for GuardContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for GuardContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "rebalance starting");
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "rebalance done");
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => tracing::debug!(?offsets, "offsets committed"),
+            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+        }
+    }
+}
+
+/// The pipeline's consumer type.
+pub type GuardConsumer = StreamConsumer<GuardContext>;
+
 /// Builds and subscribes the consumer.
-pub fn build_consumer(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError> {
+pub fn build_consumer(s: &ConsumerSettings) -> Result<GuardConsumer, KafkaError> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &s.brokers)
         .set("group.id", &s.group_id)
@@ -50,24 +102,35 @@ pub fn build_consumer(s: &ConsumerSettings) -> Result<StreamConsumer, KafkaError
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("enable.partition.eof", "false");
+    if let Some(id) = &s.instance_id {
+        cfg.set("group.instance.id", id);
+    }
     for (k, v) in &s.extra {
         cfg.set(k, v);
     }
-    let consumer: StreamConsumer = cfg.create()?;
+    let consumer: GuardConsumer = cfg.create_with_context(GuardContext)?;
     let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
 
 /// Stores one partition's position (the next offset to consume) for the next commit.
-pub fn store_position<C: Consumer>(consumer: &C, topic: &str, partition: i32, position: i64) -> Result<(), KafkaError> {
+pub fn store_position<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+    position: i64,
+) -> Result<(), KafkaError> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(position))?;
     consumer.store_offsets(&tpl)
 }
 
 /// Commits the given positions synchronously (used at shutdown).
-pub fn commit_positions<C: Consumer>(consumer: &C, positions: &[(TopicPartition, i64)]) -> Result<(), KafkaError> {
+pub fn commit_positions<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    positions: &[(TopicPartition, i64)],
+) -> Result<(), KafkaError> {
     if positions.is_empty() {
         return Ok(());
     }
@@ -98,6 +161,8 @@ mod tests {
         m.insert("fetch.min.bytes".to_owned(), "1".to_owned());
         assert!(check_extra(&m).is_ok());
         m.insert("enable.auto.offset.store".to_owned(), "true".to_owned());
-        assert!(check_extra(&m).unwrap_err().contains("enable.auto.offset.store"));
+        assert!(check_extra(&m)
+            .unwrap_err()
+            .contains("enable.auto.offset.store"));
     }
 }

@@ -166,7 +166,9 @@ impl ImageFetcher {
         });
         let client = reqwest::Client::builder()
             .redirect(redirect)
-            .dns_resolver(Arc::new(CheckedResolver { allowed: cfg.allowed_networks.clone() }))
+            .dns_resolver(Arc::new(CheckedResolver {
+                allowed: cfg.allowed_networks.clone(),
+            }))
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
             .user_agent(cfg.user_agent.clone())
@@ -184,9 +186,18 @@ impl ImageFetcher {
         let mut attempt = 1;
         loop {
             match self.attempt(parsed.clone()).await {
-                Ok((bytes, content_type)) => return Ok(Fetched { bytes, content_type, attempts: attempt }),
+                Ok((bytes, content_type)) => {
+                    return Ok(Fetched {
+                        bytes,
+                        content_type,
+                        attempts: attempt,
+                    })
+                }
                 Err((e, retry_after)) if e.is_transient() && attempt < self.cfg.max_attempts => {
-                    let backoff = self.cfg.backoff_initial.saturating_mul(1 << (attempt - 1).min(16));
+                    let backoff = self
+                        .cfg
+                        .backoff_initial
+                        .saturating_mul(1 << (attempt - 1).min(16));
                     let delay = retry_after.unwrap_or(backoff).min(self.cfg.backoff_max);
                     tracing::debug!(%url, attempt, error = %e, ?delay, "transient fetch error; retrying");
                     tokio::time::sleep(delay).await;
@@ -197,7 +208,10 @@ impl ImageFetcher {
         }
     }
 
-    async fn attempt(&self, url: Url) -> Result<(Bytes, Option<String>), (FetchError, Option<Duration>)> {
+    async fn attempt(
+        &self,
+        url: Url,
+    ) -> Result<(Bytes, Option<String>), (FetchError, Option<Duration>)> {
         let deadline = self.cfg.timeout;
         match tokio::time::timeout(deadline, self.attempt_inner(url)).await {
             Ok(r) => r,
@@ -205,12 +219,24 @@ impl ImageFetcher {
         }
     }
 
-    async fn attempt_inner(&self, url: Url) -> Result<(Bytes, Option<String>), (FetchError, Option<Duration>)> {
-        let mut resp = self.client.get(url).send().await.map_err(|e| (map_reqwest(e, self.cfg.timeout), None))?;
+    async fn attempt_inner(
+        &self,
+        url: Url,
+    ) -> Result<(Bytes, Option<String>), (FetchError, Option<Duration>)> {
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| (map_reqwest(e, self.cfg.timeout), None))?;
         let status = resp.status();
         if status.is_redirection() {
             // The client returns a redirect it will not follow (e.g. to a non-HTTP scheme).
-            let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("?");
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("?");
             let msg = format!("HTTP {} to {location} is not followed", status.as_u16());
             return Err((FetchError::Redirect(msg), None));
         }
@@ -232,8 +258,14 @@ impl ImageFetcher {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut body = BytesMut::with_capacity(resp.content_length().unwrap_or(64 * 1024).min(limit as u64) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| (map_reqwest(e, self.cfg.timeout), None))? {
+        let mut body = BytesMut::with_capacity(
+            resp.content_length().unwrap_or(64 * 1024).min(limit as u64) as usize,
+        );
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| (map_reqwest(e, self.cfg.timeout), None))?
+        {
             if body.len() + chunk.len() > limit {
                 return Err((FetchError::TooLarge { limit }, None));
             }
@@ -288,7 +320,8 @@ pub fn check_url(url: &Url, allowed: &[IpNet]) -> Result<(), FetchError> {
         Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip), allowed),
         Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), allowed),
         Some(Host::Domain(d)) => {
-            if d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost") {
+            if d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+            {
                 // Resolves to loopback by definition (RFC 6761); refuse before asking DNS.
                 check_ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), allowed)
             } else {
@@ -358,12 +391,23 @@ impl Resolve for CheckedResolver {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|e| Box::new(FetchError::Connect(format!("DNS lookup of {host} failed: {e}"))) as Box<dyn std::error::Error + Send + Sync>)?
+                .map_err(|e| {
+                    Box::new(FetchError::Connect(format!(
+                        "DNS lookup of {host} failed: {e}"
+                    ))) as Box<dyn std::error::Error + Send + Sync>
+                })?
                 .collect();
-            let ok: Vec<SocketAddr> = addrs.iter().copied().filter(|a| check_ip(a.ip(), &allowed).is_ok()).collect();
+            let ok: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| check_ip(a.ip(), &allowed).is_ok())
+                .collect();
             if ok.is_empty() {
-                let shown = addrs.first().map_or_else(|| host.clone(), |a| format!("{host} ({})", a.ip()));
-                return Err(Box::new(FetchError::ForbiddenAddress(shown)) as Box<dyn std::error::Error + Send + Sync>);
+                let shown = addrs
+                    .first()
+                    .map_or_else(|| host.clone(), |a| format!("{host} ({})", a.ip()));
+                return Err(Box::new(FetchError::ForbiddenAddress(shown))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(ok.into_iter()) as Addrs)
         })
@@ -375,7 +419,9 @@ mod tests {
     use super::*;
 
     fn check(url: &str, expected: Result<(), &str>) {
-        let got = Url::parse(url).map_err(|e| FetchError::InvalidUrl(e.to_string())).and_then(|u| check_url(&u, &[]));
+        let got = Url::parse(url)
+            .map_err(|e| FetchError::InvalidUrl(e.to_string()))
+            .and_then(|u| check_url(&u, &[]));
         match (got, expected) {
             (Ok(()), Ok(())) => {}
             (Err(e), Err(class)) => assert_eq!(e.class(), class, "{url}: {e}"),
@@ -390,14 +436,20 @@ mod tests {
         check("file:///etc/passwd", Err("forbidden_scheme"));
         check("gopher://x/", Err("forbidden_scheme"));
         check("ftp://x/a.jpg", Err("forbidden_scheme"));
-        check("https://user:pw@img.example.com/a.jpg", Err("credentials_in_url"));
+        check(
+            "https://user:pw@img.example.com/a.jpg",
+            Err("credentials_in_url"),
+        );
         check("http://127.0.0.1/", Err("forbidden_address"));
         check("http://localhost:8080/", Err("forbidden_address"));
         check("http://a.localhost/", Err("forbidden_address"));
         check("http://10.1.2.3/", Err("forbidden_address"));
         check("http://172.16.0.1/", Err("forbidden_address"));
         check("http://192.168.1.1/", Err("forbidden_address"));
-        check("http://169.254.169.254/latest/meta-data/", Err("forbidden_address"));
+        check(
+            "http://169.254.169.254/latest/meta-data/",
+            Err("forbidden_address"),
+        );
         check("http://100.64.0.1/", Err("forbidden_address"));
         check("http://0.0.0.0/", Err("forbidden_address"));
         check("http://2130706433/", Err("forbidden_address")); // decimal 127.0.0.1

@@ -42,12 +42,15 @@ impl OffsetTracker {
 
     /// Records that `offset` has been received and is being processed.
     pub fn begin(&mut self, topic: &str, partition: i32, offset: i64) {
-        let st = self.parts.entry((topic.to_owned(), partition)).or_insert(PartitionState {
-            in_flight: BTreeSet::new(),
-            first: offset,
-            next: offset,
-            reported: offset,
-        });
+        let st = self
+            .parts
+            .entry((topic.to_owned(), partition))
+            .or_insert(PartitionState {
+                in_flight: BTreeSet::new(),
+                first: offset,
+                next: offset,
+                reported: offset,
+            });
         st.in_flight.insert(offset);
         st.next = st.next.max(offset + 1);
     }
@@ -97,9 +100,17 @@ mod tests {
         for o in 10..15 {
             t.begin("t", 0, o);
         }
-        assert_eq!(t.complete("t", 0, 12), None, "12 done but 10 and 11 are not");
+        assert_eq!(
+            t.complete("t", 0, 12),
+            None,
+            "12 done but 10 and 11 are not"
+        );
         assert_eq!(t.complete("t", 0, 11), None);
-        assert_eq!(t.complete("t", 0, 10), Some(13), "10, 11, 12 done: resume at 13");
+        assert_eq!(
+            t.complete("t", 0, 10),
+            Some(13),
+            "10, 11, 12 done: resume at 13"
+        );
         assert_eq!(t.complete("t", 0, 14), None, "13 still in flight");
         assert_eq!(t.positions(), vec![(("t".into(), 0), 13)]);
         assert_eq!(t.complete("t", 0, 13), Some(15));
@@ -114,7 +125,11 @@ mod tests {
         t.begin("t", 1, 0);
         t.begin("t", 1, 1);
         assert_eq!(t.complete("t", 1, 0), Some(1));
-        assert_eq!(t.positions(), vec![(("t".into(), 1), 1)], "partition 0 has nothing done yet");
+        assert_eq!(
+            t.positions(),
+            vec![(("t".into(), 1), 1)],
+            "partition 0 has nothing done yet"
+        );
         assert_eq!(t.complete("t", 0, 0), Some(1));
         t.forget("t", 1);
         assert_eq!(t.complete("t", 1, 1), None);

@@ -14,22 +14,38 @@ use lg_ingest::fetch::{FetchConfig, ImageFetcher};
 async fn serve() -> (String, Arc<AtomicU32>) {
     let hits = Arc::new(AtomicU32::new(0));
     let app = Router::new()
-        .route("/ok", get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![7u8; 1000]) }))
+        .route(
+            "/ok",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], vec![7u8; 1000]) }),
+        )
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .route(
             "/flaky",
             get(|State(h): State<Arc<AtomicU32>>| async move {
                 if h.fetch_add(1, Ordering::SeqCst) < 2 {
-                    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "0")]).into_response()
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "0")],
+                    )
+                        .into_response()
                 } else {
                     vec![1u8; 10].into_response()
                 }
             }),
         )
-        .route("/always500", get(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/always500",
+            get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .route("/big", get(|| async { vec![0u8; 5000] }))
-        .route("/to-private", get(|| async { Redirect::temporary("http://10.0.0.1/x.jpg") }))
-        .route("/to-file", get(|| async { Redirect::temporary("file:///etc/passwd") }))
+        .route(
+            "/to-private",
+            get(|| async { Redirect::temporary("http://10.0.0.1/x.jpg") }),
+        )
+        .route(
+            "/to-file",
+            get(|| async { Redirect::temporary("file:///etc/passwd") }),
+        )
         .route("/loop", get(|| async { Redirect::temporary("/loop") }))
         .route(
             "/slow",
@@ -52,7 +68,11 @@ fn fetcher(allow_loopback: bool) -> ImageFetcher {
         max_attempts: 3,
         backoff_initial: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
-        allowed_networks: if allow_loopback { vec!["127.0.0.0/8".parse().unwrap()] } else { vec![] },
+        allowed_networks: if allow_loopback {
+            vec!["127.0.0.0/8".parse().unwrap()]
+        } else {
+            vec![]
+        },
         ..FetchConfig::default()
     })
     .unwrap()
@@ -87,12 +107,18 @@ async fn outcomes_over_real_http() {
 #[tokio::test]
 async fn loopback_is_refused_by_default_and_unreachable_is_connect_error() {
     let (base, _) = serve().await;
-    let e = fetcher(false).fetch(&format!("{base}/ok")).await.unwrap_err();
+    let e = fetcher(false)
+        .fetch(&format!("{base}/ok"))
+        .await
+        .unwrap_err();
     assert_eq!(e.class(), "forbidden_address", "{e}");
     // A port with nothing listening.
     let sock = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = sock.local_addr().unwrap().port();
     drop(sock);
-    let e = fetcher(true).fetch(&format!("http://127.0.0.1:{port}/x.jpg")).await.unwrap_err();
+    let e = fetcher(true)
+        .fetch(&format!("http://127.0.0.1:{port}/x.jpg"))
+        .await
+        .unwrap_err();
     assert_eq!(e.class(), "connect_error", "{e}");
 }

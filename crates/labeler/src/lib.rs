@@ -78,7 +78,9 @@ pub fn labels_for(
                 .markers
                 .iter()
                 .find(|m| m.kind == lg_events::MarkerKind::Tc260Aigc && m.declares_ai);
-            let content_producer = declared.and_then(|m| m.generator.clone()).unwrap_or_default();
+            let content_producer = declared
+                .and_then(|m| m.generator.clone())
+                .unwrap_or_default();
             let implicit_label = Tc260Aigc {
                 label: match basis {
                     LabelBasis::DeclaredInMetadata => "1".into(),
@@ -93,8 +95,14 @@ pub fn labels_for(
                 reserved_code2: img.content_sha256.clone().unwrap_or_default(),
             };
             let visible_label = match settings.locale.as_str() {
-                "zh" => VisibleLabel { zh: VISIBLE_LABEL_ZH.into(), en: String::new() },
-                "en" => VisibleLabel { zh: String::new(), en: VISIBLE_LABEL_EN.into() },
+                "zh" => VisibleLabel {
+                    zh: VISIBLE_LABEL_ZH.into(),
+                    en: String::new(),
+                },
+                "en" => VisibleLabel {
+                    zh: String::new(),
+                    en: VISIBLE_LABEL_EN.into(),
+                },
                 _ => VisibleLabel::default(),
             };
             Some(LabelEvent {
@@ -126,7 +134,9 @@ pub struct Outputs {
 
 impl std::fmt::Debug for Outputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outputs").field("topics", &self.topics).finish_non_exhaustive()
+        f.debug_struct("Outputs")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +167,12 @@ impl Outputs {
             cfg.set(k, v);
         }
         let producer: FutureProducer = cfg.create()?;
-        Ok(Self { producer, topics, shutdown, retry_backoff_max: Duration::from_secs(5) })
+        Ok(Self {
+            producer,
+            topics,
+            shutdown,
+            retry_backoff_max: Duration::from_secs(5),
+        })
     }
 
     /// The topics written to.
@@ -166,7 +181,11 @@ impl Outputs {
     }
 
     /// Produces a decision and its labels; resolves when all are acknowledged.
-    pub async fn emit_decision(&self, decision: &ModerationDecision, labels: &[LabelEvent]) -> Result<(), OutputError> {
+    pub async fn emit_decision(
+        &self,
+        decision: &ModerationDecision,
+        labels: &[LabelEvent],
+    ) -> Result<(), OutputError> {
         let key = decision.listing_id.as_bytes();
         let mut records = Vec::with_capacity(1 + labels.len());
         records.push(Out {
@@ -194,7 +213,11 @@ impl Outputs {
     }
 
     /// Produces a dead letter, keyed like the original; resolves when acknowledged.
-    pub async fn emit_dead_letter(&self, dl: &DeadLetter, key: Option<&[u8]>) -> Result<(), OutputError> {
+    pub async fn emit_dead_letter(
+        &self,
+        dl: &DeadLetter,
+        key: Option<&[u8]>,
+    ) -> Result<(), OutputError> {
         let rec = Out {
             topic: &self.topics.dlq,
             key,
@@ -221,9 +244,14 @@ impl Outputs {
         loop {
             let mut hdrs = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
-                hdrs = hdrs.insert(Header { key: k, value: Some(v.as_bytes()) });
+                hdrs = hdrs.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
-            let mut rec = FutureRecord::<[u8], [u8]>::to(r.topic).payload(&r.payload).headers(hdrs);
+            let mut rec = FutureRecord::<[u8], [u8]>::to(r.topic)
+                .payload(&r.payload)
+                .headers(hdrs);
             if let Some(k) = r.key {
                 rec = rec.key(k);
             }
@@ -232,7 +260,10 @@ impl Outputs {
                 Err((e, _)) => e,
             };
             if *self.shutdown.borrow() {
-                return Err(OutputError::Abandoned { topic: r.topic.to_owned(), source: err });
+                return Err(OutputError::Abandoned {
+                    topic: r.topic.to_owned(),
+                    source: err,
+                });
             }
             tracing::warn!(topic = r.topic, error = %err, ?backoff, "delivery failed; retrying");
             let mut sd = self.shutdown.clone();
@@ -265,8 +296,17 @@ mod tests {
             action: Action::Label,
             reasons: vec![],
             images,
-            versions: Versions { policy: "p@1".into(), provenance_detector: "d".into(), model: None, pipeline: "0".into() },
-            source: SourceCoordinates { topic: "t".into(), partition: 0, offset: 1 },
+            versions: Versions {
+                policy: "p@1".into(),
+                provenance_detector: "d".into(),
+                model: None,
+                pipeline: "0".into(),
+            },
+            source: SourceCoordinates {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+            },
             occurred_at: chrono::DateTime::UNIX_EPOCH,
             decided_at: chrono::DateTime::UNIX_EPOCH,
             processing_latency_ms: 1,
@@ -281,7 +321,13 @@ mod tests {
             content_sha256: Some("abc".into()),
             dimensions: None,
             failure: None,
-            signals: Signals { provenance: Provenance { declared_ai: !markers.is_empty(), markers }, model: None },
+            signals: Signals {
+                provenance: Provenance {
+                    declared_ai: !markers.is_empty(),
+                    markers,
+                },
+                model: None,
+            },
             action: Action::Label,
             reasons: vec![],
         }
@@ -289,10 +335,30 @@ mod tests {
 
     #[test]
     fn one_label_per_labelled_image_with_producer_kept() {
-        let aigc = Marker { kind: MarkerKind::Tc260Aigc, declares_ai: true, generator: Some("producer-42".into()), evidence: String::new() };
-        let d = decision(vec![image("a", vec![aigc]), image("b", vec![]), image("c", vec![])]);
-        let settings = LabelSettings { content_propagator: "mkt".into(), locale: "zh+en".into() };
-        let labels = labels_for(&d, &[Some(LabelBasis::DeclaredInMetadata), None, Some(LabelBasis::Detected)], &settings);
+        let aigc = Marker {
+            kind: MarkerKind::Tc260Aigc,
+            declares_ai: true,
+            generator: Some("producer-42".into()),
+            evidence: String::new(),
+        };
+        let d = decision(vec![
+            image("a", vec![aigc]),
+            image("b", vec![]),
+            image("c", vec![]),
+        ]);
+        let settings = LabelSettings {
+            content_propagator: "mkt".into(),
+            locale: "zh+en".into(),
+        };
+        let labels = labels_for(
+            &d,
+            &[
+                Some(LabelBasis::DeclaredInMetadata),
+                None,
+                Some(LabelBasis::Detected),
+            ],
+            &settings,
+        );
         assert_eq!(labels.len(), 2);
         assert_eq!(labels[0].image_id, "a");
         assert_eq!(labels[0].implicit_label.content_producer, "producer-42");

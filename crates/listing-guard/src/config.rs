@@ -22,6 +22,8 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Consumer group.
     pub group_id: String,
+    /// Static group membership id; empty for dynamic membership.
+    pub instance_id: String,
     /// Input topic.
     pub input_topic: String,
     /// Decisions topic.
@@ -134,8 +136,10 @@ pub struct Settings {
 impl Settings {
     /// Loads defaults, then `file` (if any), then the environment; validates.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut b = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_CONFIG_TOML, config::FileFormat::Toml));
+        let mut b = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_CONFIG_TOML,
+            config::FileFormat::Toml,
+        ));
         if let Some(f) = file {
             if !f.exists() {
                 bail!("config file {} does not exist", f.display());
@@ -151,8 +155,16 @@ impl Settings {
                     .with_list_parse_key("fetch.allowed_networks")
                     .try_parsing(true),
             )
-            .set_override_option("kafka.brokers", std::env::var("KAFKA_BROKERS").ok().filter(|s| !s.is_empty()))?;
-        let s: Settings = b.build()?.try_deserialize().context("configuration is invalid")?;
+            .set_override_option(
+                "kafka.brokers",
+                std::env::var("KAFKA_BROKERS")
+                    .ok()
+                    .filter(|s| !s.is_empty()),
+            )?;
+        let s: Settings = b
+            .build()?
+            .try_deserialize()
+            .context("configuration is invalid")?;
         s.validate()?;
         Ok(s)
     }
@@ -160,7 +172,10 @@ impl Settings {
     fn validate(&self) -> anyhow::Result<()> {
         let positive = [
             ("pipeline.max_in_flight", self.pipeline.max_in_flight as u64),
-            ("validation.max_payload_bytes", self.validation.max_payload_bytes as u64),
+            (
+                "validation.max_payload_bytes",
+                self.validation.max_payload_bytes as u64,
+            ),
             ("validation.max_images", self.validation.max_images as u64),
             ("fetch.max_bytes", self.fetch.max_bytes as u64),
             ("fetch.timeout_ms", self.fetch.timeout_ms),
@@ -172,12 +187,17 @@ impl Settings {
         if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
             bail!("{k} must be greater than 0");
         }
-        for (k, v) in [("kafka.brokers", &self.kafka.brokers), ("kafka.group_id", &self.kafka.group_id), ("kafka.input_topic", &self.kafka.input_topic)] {
+        for (k, v) in [
+            ("kafka.brokers", &self.kafka.brokers),
+            ("kafka.group_id", &self.kafka.group_id),
+            ("kafka.input_topic", &self.kafka.input_topic),
+        ] {
             if v.trim().is_empty() {
                 bail!("{k} must not be empty");
             }
         }
-        lg_ingest::consumer::check_extra(&self.kafka.librdkafka).map_err(|e| anyhow::anyhow!("kafka.librdkafka: {e}"))?;
+        lg_ingest::consumer::check_extra(&self.kafka.librdkafka)
+            .map_err(|e| anyhow::anyhow!("kafka.librdkafka: {e}"))?;
         self.allowed_networks()?;
         Ok(())
     }
@@ -190,7 +210,9 @@ impl Settings {
             .map(|s| {
                 s.parse::<IpNet>()
                     .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .with_context(|| format!("fetch.allowed_networks: {s:?} is not a network (e.g. 127.0.0.0/8)"))
+                    .with_context(|| {
+                        format!("fetch.allowed_networks: {s:?} is not a network (e.g. 127.0.0.0/8)")
+                    })
             })
             .collect()
     }
@@ -237,7 +259,8 @@ impl Settings {
         }
         let text = std::fs::read_to_string(&self.policy.file)
             .with_context(|| format!("policy.file: cannot read {}", self.policy.file))?;
-        lg_policy::Policy::from_toml_str(&text).with_context(|| format!("policy.file: {}", self.policy.file))
+        lg_policy::Policy::from_toml_str(&text)
+            .with_context(|| format!("policy.file: {}", self.policy.file))
     }
 }
 
@@ -250,7 +273,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lg-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(&f, "[kafka]\ngroup_id = \"g2\"\n[fetch]\nallowed_networks = [\"127.0.0.0/8\"]\n").unwrap();
+        std::fs::write(
+            &f,
+            "[kafka]\ngroup_id = \"g2\"\n[fetch]\nallowed_networks = [\"127.0.0.0/8\"]\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&f)).unwrap();
         assert_eq!(s.kafka.group_id, "g2");
         assert_eq!(s.kafka.input_topic, "listings.v1");
@@ -260,7 +287,11 @@ mod tests {
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("group_idd"), "{e}");
 
-        std::fs::write(&f, "[kafka.librdkafka]\n\"enable.auto.offset.store\" = \"true\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "[kafka.librdkafka]\n\"enable.auto.offset.store\" = \"true\"\n",
+        )
+        .unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("enable.auto.offset.store"), "{e}");
 

@@ -26,14 +26,18 @@ use crate::fixtures::Fixture;
 
 /// Serves fixture bytes at `/img/{name}` on 127.0.0.1; returns the base URL.
 pub async fn serve_images(images: HashMap<String, Vec<u8>>) -> anyhow::Result<String> {
-    let app = Router::new()
-        .route(
-            "/img/{name}",
-            get(|State(imgs): State<Arc<HashMap<String, Vec<u8>>>>, Path(name): Path<String>| async move {
-                imgs.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
-            }),
-        )
-        .with_state(Arc::new(images));
+    let app =
+        Router::new()
+            .route(
+                "/img/{name}",
+                get(
+                    |State(imgs): State<Arc<HashMap<String, Vec<u8>>>>,
+                     Path(name): Path<String>| async move {
+                        imgs.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
+                    },
+                ),
+            )
+            .with_state(Arc::new(images));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -51,7 +55,11 @@ struct Sample {
 }
 
 fn listing_json(i: usize, s: &Sample, base: &str) -> String {
-    let url = if s.image.starts_with("http") { s.image.clone() } else { format!("{base}/img/{}", s.image) };
+    let url = if s.image.starts_with("http") {
+        s.image.clone()
+    } else {
+        format!("{base}/img/{}", s.image)
+    };
     serde_json::json!({
         "schema_version": 1,
         "event_id": format!("demo-evt-{i:02}"),
@@ -69,25 +77,88 @@ fn listing_json(i: usize, s: &Sample, base: &str) -> String {
 
 /// Runs the demo and prints the table.
 pub async fn run() -> anyhow::Result<()> {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL.iter().map(|f| (f.name().to_owned(), f.bytes(7))).collect();
+    let images: HashMap<String, Vec<u8>> = Fixture::ALL
+        .iter()
+        .map(|f| (f.name().to_owned(), f.bytes(7)))
+        .collect();
     let base = serve_images(images).await?;
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
     let samples = vec![
-        Sample { marketplace: "taobao", category: "apparel", image: Fixture::CleanJpeg.name().into(), note: "clean camera JPEG" },
-        Sample { marketplace: "tmall", category: "home", image: Fixture::CleanPng.name().into(), note: "clean PNG" },
-        Sample { marketplace: "taobao", category: "apparel", image: Fixture::XmpTrainedAlgorithmic.name().into(), note: "IPTC trainedAlgorithmicMedia (XMP)" },
-        Sample { marketplace: "taobao", category: "apparel", image: Fixture::XmpAlgorithmic.name().into(), note: "IPTC algorithmicMedia: not generative AI" },
-        Sample { marketplace: "xianyu", category: "bags", image: Fixture::PngA1111.name().into(), note: "A1111 parameters on a secondhand listing" },
-        Sample { marketplace: "tmall", category: "beauty", image: Fixture::PngComfyUi.name().into(), note: "ComfyUI workflow in beauty" },
-        Sample { marketplace: "taobao", category: "toys", image: Fixture::ExifMidjourney.name().into(), note: "EXIF Software = Midjourney" },
-        Sample { marketplace: "taobao", category: "home", image: Fixture::XmpTc260.name().into(), note: "GB 45438 TC260:AIGC in XMP" },
-        Sample { marketplace: "xianyu", category: "phones", image: Fixture::PngAigcChunk.name().into(), note: "TC260:AIGC chunk, secondhand" },
-        Sample { marketplace: "taobao", category: "apparel", image: Fixture::BrokenJpeg.name().into(), note: "truncated JPEG" },
-        Sample { marketplace: "taobao", category: "apparel", image: format!("http://127.0.0.1:{closed_port}/gone.jpg"), note: "image server unreachable" },
-        Sample { marketplace: "taobao", category: "apparel", image: "http://169.254.169.254/latest/meta-data/".into(), note: "hostile URL (cloud metadata)" },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: Fixture::CleanJpeg.name().into(),
+            note: "clean camera JPEG",
+        },
+        Sample {
+            marketplace: "tmall",
+            category: "home",
+            image: Fixture::CleanPng.name().into(),
+            note: "clean PNG",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: Fixture::XmpTrainedAlgorithmic.name().into(),
+            note: "IPTC trainedAlgorithmicMedia (XMP)",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: Fixture::XmpAlgorithmic.name().into(),
+            note: "IPTC algorithmicMedia: not generative AI",
+        },
+        Sample {
+            marketplace: "xianyu",
+            category: "bags",
+            image: Fixture::PngA1111.name().into(),
+            note: "A1111 parameters on a secondhand listing",
+        },
+        Sample {
+            marketplace: "tmall",
+            category: "beauty",
+            image: Fixture::PngComfyUi.name().into(),
+            note: "ComfyUI workflow in beauty",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "toys",
+            image: Fixture::ExifMidjourney.name().into(),
+            note: "EXIF Software = Midjourney",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "home",
+            image: Fixture::XmpTc260.name().into(),
+            note: "GB 45438 TC260:AIGC in XMP",
+        },
+        Sample {
+            marketplace: "xianyu",
+            category: "phones",
+            image: Fixture::PngAigcChunk.name().into(),
+            note: "TC260:AIGC chunk, secondhand",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: Fixture::BrokenJpeg.name().into(),
+            note: "truncated JPEG",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: format!("http://127.0.0.1:{closed_port}/gone.jpg"),
+            note: "image server unreachable",
+        },
+        Sample {
+            marketplace: "taobao",
+            category: "apparel",
+            image: "http://169.254.169.254/latest/meta-data/".into(),
+            note: "hostile URL (cloud metadata)",
+        },
     ];
 
     let cluster = MockCluster::new(1).context("starting the in-process mock Kafka cluster")?;
@@ -98,24 +169,41 @@ pub async fn run() -> anyhow::Result<()> {
     settings.fetch.max_attempts = 2;
     settings.fetch.backoff_initial_ms = 20;
     let k = settings.kafka.clone();
-    for t in [&k.input_topic, &k.decisions_topic, &k.labels_topic, &k.dlq_topic] {
+    for t in [
+        &k.input_topic,
+        &k.decisions_topic,
+        &k.labels_topic,
+        &k.dlq_topic,
+    ] {
         cluster.create_topic(t, 1, 1)?;
     }
 
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &k.brokers).create()?;
-    let mut payloads: Vec<(String, String)> =
-        samples.iter().enumerate().map(|(i, s)| (format!("demo-listing-{i:02}"), listing_json(i, s, &base))).collect();
-    payloads.push(("demo-malformed".into(), r#"{"schema_version":1,"event_id":"demo-evt-bad","images":"#.into()));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .create()?;
+    let mut payloads: Vec<(String, String)> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("demo-listing-{i:02}"), listing_json(i, s, &base)))
+        .collect();
+    payloads.push((
+        "demo-malformed".into(),
+        r#"{"schema_version":1,"event_id":"demo-evt-bad","images":"#.into(),
+    ));
     for (key, p) in &payloads {
         producer
-            .send(FutureRecord::to(&k.input_topic).key(key).payload(p), Duration::from_secs(5))
+            .send(
+                FutureRecord::to(&k.input_topic).key(key).payload(p),
+                Duration::from_secs(5),
+            )
             .await
             .map_err(|(e, _)| e)?;
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline_settings = settings.clone();
-    let pipeline = tokio::spawn(async move { crate::pipeline::run(&pipeline_settings, stop_rx).await });
+    let pipeline =
+        tokio::spawn(async move { crate::pipeline::run(&pipeline_settings, stop_rx).await });
 
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &k.brokers)
@@ -130,7 +218,11 @@ pub async fn run() -> anyhow::Result<()> {
     while decisions.len() < samples.len() || dead.is_empty() {
         let msg = match tokio::time::timeout_at(deadline, reader.recv()).await {
             Ok(m) => m?,
-            Err(_) => anyhow::bail!("demo timed out waiting for decisions ({} of {})", decisions.len(), samples.len()),
+            Err(_) => anyhow::bail!(
+                "demo timed out waiting for decisions ({} of {})",
+                decisions.len(),
+                samples.len()
+            ),
         };
         let payload = msg.payload().unwrap_or_default();
         if msg.topic() == k.decisions_topic {
@@ -146,7 +238,10 @@ pub async fn run() -> anyhow::Result<()> {
 
     decisions.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     println!();
-    println!("{:<13} {:<8} {:<8} {:<7} {:<42} reasons", "event", "market", "category", "action", "sample");
+    println!(
+        "{:<13} {:<8} {:<8} {:<7} {:<42} reasons",
+        "event", "market", "category", "action", "sample"
+    );
     println!("{}", "-".repeat(130));
     for (d, s) in decisions.iter().zip(&samples) {
         let reasons: Vec<String> = d.reasons.iter().map(|r| r.code.clone()).collect();
@@ -154,9 +249,21 @@ pub async fn run() -> anyhow::Result<()> {
             .images
             .iter()
             .flat_map(|i| i.signals.provenance.markers.iter())
-            .map(|m| format!("{}{}", lg_policy::kind_name(m.kind), m.generator.as_ref().map(|g| format!(": {g}")).unwrap_or_default()))
+            .map(|m| {
+                format!(
+                    "{}{}",
+                    lg_policy::kind_name(m.kind),
+                    m.generator
+                        .as_ref()
+                        .map(|g| format!(": {g}"))
+                        .unwrap_or_default()
+                )
+            })
             .collect();
-        let failure = d.images.iter().find_map(|i| i.failure.as_ref().map(|f| f.class.clone()));
+        let failure = d
+            .images
+            .iter()
+            .find_map(|i| i.failure.as_ref().map(|f| f.class.clone()));
         println!(
             "{:<13} {:<8} {:<8} {:<7} {:<42} {}{}{}",
             d.event_id,
@@ -165,12 +272,24 @@ pub async fn run() -> anyhow::Result<()> {
             d.action.as_str().to_uppercase(),
             s.note,
             reasons.join(","),
-            if generators.is_empty() { String::new() } else { format!(" [{}]", generators.join("; ")) },
+            if generators.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", generators.join("; "))
+            },
             failure.map(|f| format!(" ({f})")).unwrap_or_default(),
         );
     }
     for dl in &dead {
-        println!("{:<13} {:<8} {:<8} {:<7} {:<42} {}", "-", "-", "-", "DLQ", "malformed event", format!("{}: {}", dl.error_class.as_str(), dl.error_message));
+        println!(
+            "{:<13} {:<8} {:<8} {:<7} {:<42} {}",
+            "-",
+            "-",
+            "-",
+            "DLQ",
+            "malformed event",
+            format!("{}: {}", dl.error_class.as_str(), dl.error_message)
+        );
     }
     let count = |a: lg_events::Action| decisions.iter().filter(|d| d.action == a).count();
     println!();
@@ -185,6 +304,13 @@ pub async fn run() -> anyhow::Result<()> {
         labels.len(),
         dead.len()
     );
-    println!("policy {}; pipeline stats {:?}", decisions.first().map(|d| d.versions.policy.as_str()).unwrap_or("-"), stats);
+    println!(
+        "policy {}; pipeline stats {:?}",
+        decisions
+            .first()
+            .map(|d| d.versions.policy.as_str())
+            .unwrap_or("-"),
+        stats
+    );
     Ok(())
 }

@@ -29,7 +29,13 @@ impl DetectorHandle {
     pub fn spawn(detector: Detector, batch_size: usize, linger: Duration, workers: usize) -> Self {
         let (tx, rx) = mpsc::channel(batch_size * workers * 2);
         let model_version = detector.model_version().map(str::to_owned);
-        tokio::spawn(run(Arc::new(detector), rx, batch_size.max(1), linger, workers.max(1)));
+        tokio::spawn(run(
+            Arc::new(detector),
+            rx,
+            batch_size.max(1),
+            linger,
+            workers.max(1),
+        ));
         Self { tx, model_version }
     }
 
@@ -46,7 +52,13 @@ impl DetectorHandle {
     }
 }
 
-async fn run(detector: Arc<Detector>, mut rx: mpsc::Receiver<Job>, batch_size: usize, linger: Duration, workers: usize) {
+async fn run(
+    detector: Arc<Detector>,
+    mut rx: mpsc::Receiver<Job>,
+    batch_size: usize,
+    linger: Duration,
+    workers: usize,
+) {
     let slots = Arc::new(Semaphore::new(workers));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -57,7 +69,10 @@ async fn run(detector: Arc<Detector>, mut rx: mpsc::Receiver<Job>, batch_size: u
                 Ok(None) | Err(_) => break,
             }
         }
-        let permit = Arc::clone(&slots).acquire_owned().await.expect("semaphore is never closed");
+        let permit = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
         let det = Arc::clone(&detector);
         tokio::task::spawn_blocking(move || {
             let inputs: Vec<&[u8]> = batch.iter().map(|j| &j.bytes[..]).collect();

@@ -125,14 +125,17 @@ pub fn photo(w: u32, h: u32, seed: u32) -> RgbImage {
 /// Encodes as JPEG (quality 85).
 pub fn jpeg(img: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85).encode_image(img).expect("JPEG encodes");
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+        .encode_image(img)
+        .expect("JPEG encodes");
     out
 }
 
 /// Encodes as PNG.
 pub fn png(img: &RgbImage) -> Vec<u8> {
     let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png).expect("PNG encodes");
+    img.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+        .expect("PNG encodes");
     out
 }
 
@@ -209,5 +212,8 @@ pub fn xmp_iptc(term: &str) -> String {
 /// XMP with a `TC260:AIGC` value.
 pub fn xmp_tc260(json: &str) -> String {
     let escaped = json.replace('&', "&amp;").replace('<', "&lt;");
-    xmp_wrap(r#"xmlns:TC260="http://www.tc260.org.cn/ns/AIGC/1.0/""#, &format!("<TC260:AIGC>{escaped}</TC260:AIGC>"))
+    xmp_wrap(
+        r#"xmlns:TC260="http://www.tc260.org.cn/ns/AIGC/1.0/""#,
+        &format!("<TC260:AIGC>{escaped}</TC260:AIGC>"),
+    )
 }

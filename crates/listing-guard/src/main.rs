@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use listing_guard::config::Settings;
 
 #[derive(Parser)]
-#[command(name = "listing-guard", version, about = "Keeps undeclared AI-generated product images off a marketplace, and labels declared ones.")]
+#[command(
+    name = "listing-guard",
+    version,
+    about = "Keeps undeclared AI-generated product images off a marketplace, and labels declared ones."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,10 @@ enum Command {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LISTING_GUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,7 +81,8 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, text) in lg_events::schemas() {
                 let path = out.join(name);
-                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
         }

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lg_events::SourceCoordinates;
-use lg_ingest::consumer::{build_consumer, commit_positions, store_position, ConsumerSettings};
+use lg_ingest::consumer::{
+    build_consumer, commit_positions, store_position, ConsumerSettings, GuardConsumer,
+};
 use lg_ingest::offsets::OffsetTracker;
 use lg_labeler::{OutputTopics, Outputs};
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -68,12 +69,17 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
     let consumer = Arc::new(build_consumer(&ConsumerSettings {
         brokers: k.brokers.clone(),
         group_id: k.group_id.clone(),
+        instance_id: Some(k.instance_id.clone()).filter(|s| !s.is_empty()),
         topics: vec![k.input_topic.clone()],
         extra: k.librdkafka.clone(),
     })?);
     let outputs = Outputs::new(
         &k.brokers,
-        OutputTopics { decisions: k.decisions_topic.clone(), labels: k.labels_topic.clone(), dlq: k.dlq_topic.clone() },
+        OutputTopics {
+            decisions: k.decisions_topic.clone(),
+            labels: k.labels_topic.clone(),
+            dlq: k.dlq_topic.clone(),
+        },
         &k.librdkafka,
         shutdown.clone(),
     )?;
@@ -95,7 +101,7 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
 }
 
 struct Shared {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GuardConsumer>,
     tracker: Mutex<OffsetTracker>,
     outputs: Outputs,
     processor: Processor,
@@ -103,7 +109,7 @@ struct Shared {
 }
 
 async fn drive(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GuardConsumer>,
     outputs: Outputs,
     processor: Processor,
     max_in_flight: usize,
@@ -148,13 +154,21 @@ async fn drive(
             }
         };
         let rec = InputRecord {
-            source: SourceCoordinates { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() },
+            source: SourceCoordinates {
+                topic: msg.topic().to_owned(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
             received: Instant::now(),
         };
         drop(msg);
-        shared.tracker.lock().expect("tracker lock").begin(&rec.source.topic, rec.source.partition, rec.source.offset);
+        shared.tracker.lock().expect("tracker lock").begin(
+            &rec.source.topic,
+            rec.source.partition,
+            rec.source.offset,
+        );
         shared.stats.lock().expect("stats lock").received += 1;
         let sh = Arc::clone(&shared);
         tasks.spawn(async move {
@@ -165,9 +179,15 @@ async fn drive(
 
     let in_flight = shared.tracker.lock().expect("tracker lock").in_flight();
     tracing::info!(in_flight, "shutting down: draining in-flight records");
-    let drained = tokio::time::timeout(shutdown_timeout, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!(left = tasks.len(), "shutdown deadline passed; unfinished records will be redone on restart");
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown deadline passed; unfinished records will be redone on restart"
+        );
         tasks.abort_all();
     }
     let positions = {
@@ -203,7 +223,11 @@ async fn handle(sh: &Shared, rec: InputRecord) {
         }
     }
     let s = &rec.source;
-    let advanced = sh.tracker.lock().expect("tracker lock").complete(&s.topic, s.partition, s.offset);
+    let advanced =
+        sh.tracker
+            .lock()
+            .expect("tracker lock")
+            .complete(&s.topic, s.partition, s.offset);
     if let Some(pos) = advanced {
         if let Err(e) = store_position(&*sh.consumer, &s.topic, s.partition, pos) {
             // Typically the partition was revoked; its new owner redoes the unfinished tail.

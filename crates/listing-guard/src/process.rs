@@ -75,7 +75,8 @@ impl Processor {
                 )));
             }
         };
-        let analysed = futures::future::join_all(event.images.iter().map(|img| self.analyse(&img.url))).await;
+        let analysed =
+            futures::future::join_all(event.images.iter().map(|img| self.analyse(&img.url))).await;
         let inputs: Vec<ImageInput<'_>> = event
             .images
             .iter()
@@ -83,7 +84,10 @@ impl Processor {
             .map(|(img, a)| match a {
                 ImageOutcome::FetchFailed(f) => ImageInput::FetchFailed(f),
                 ImageOutcome::DecodeFailed { failure, .. } => ImageInput::DecodeFailed(failure),
-                ImageOutcome::Analysed { signals, .. } => ImageInput::Analysed { role: img.role, signals },
+                ImageOutcome::Analysed { signals, .. } => ImageInput::Analysed {
+                    role: img.role,
+                    signals,
+                },
             })
             .collect();
         let verdict = evaluate(&self.policy, &event.marketplace, &event.category, &inputs);
@@ -95,8 +99,16 @@ impl Processor {
             .map(|((img, a), v)| {
                 let (sha, dims, failure, signals) = match a {
                     ImageOutcome::FetchFailed(f) => (None, None, Some(f), Signals::default()),
-                    ImageOutcome::DecodeFailed { sha256, failure, signals } => (Some(sha256), None, Some(failure), signals),
-                    ImageOutcome::Analysed { sha256, dims, signals } => (Some(sha256), Some(dims), None, signals),
+                    ImageOutcome::DecodeFailed {
+                        sha256,
+                        failure,
+                        signals,
+                    } => (Some(sha256), None, Some(failure), signals),
+                    ImageOutcome::Analysed {
+                        sha256,
+                        dims,
+                        signals,
+                    } => (Some(sha256), Some(dims), None, signals),
                 };
                 ImageDecision {
                     image_id: img.image_id.clone(),
@@ -141,22 +153,49 @@ impl Processor {
     async fn analyse(&self, url: &str) -> ImageOutcome {
         let fetched = match self.fetcher.fetch(url).await {
             Ok(f) => f,
-            Err(e) => return ImageOutcome::FetchFailed(ImageFailure { class: e.class(), message: e.to_string() }),
+            Err(e) => {
+                return ImageOutcome::FetchFailed(ImageFailure {
+                    class: e.class(),
+                    message: e.to_string(),
+                })
+            }
         };
         let Some(a) = self.detector.analyse(fetched.bytes).await else {
-            let failure = ImageFailure { class: "detector_unavailable".into(), message: "detector service stopped".into() };
+            let failure = ImageFailure {
+                class: "detector_unavailable".into(),
+                message: "detector service stopped".into(),
+            };
             return ImageOutcome::FetchFailed(failure);
         };
-        let signals = Signals { provenance: a.provenance, model: a.model };
+        let signals = Signals {
+            provenance: a.provenance,
+            model: a.model,
+        };
         match a.decoded {
-            Ok(info) => ImageOutcome::Analysed { sha256: a.sha256, dims: [info.width, info.height], signals },
-            Err(e) => ImageOutcome::DecodeFailed { sha256: a.sha256, failure: e.to_failure(), signals },
+            Ok(info) => ImageOutcome::Analysed {
+                sha256: a.sha256,
+                dims: [info.width, info.height],
+                signals,
+            },
+            Err(e) => ImageOutcome::DecodeFailed {
+                sha256: a.sha256,
+                failure: e.to_failure(),
+                signals,
+            },
         }
     }
 }
 
 enum ImageOutcome {
     FetchFailed(ImageFailure),
-    DecodeFailed { sha256: String, failure: ImageFailure, signals: Signals },
-    Analysed { sha256: String, dims: [u32; 2], signals: Signals },
+    DecodeFailed {
+        sha256: String,
+        failure: ImageFailure,
+        signals: Signals,
+    },
+    Analysed {
+        sha256: String,
+        dims: [u32; 2],
+        signals: Signals,
+    },
 }

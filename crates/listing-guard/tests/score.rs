@@ -7,9 +7,21 @@ use listing_guard::fixtures::Fixture;
 use serde_json::Value;
 
 fn score(paths: &[PathBuf]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_listing-guard")).arg("score").args(paths).output().expect("runs");
-    assert!(out.status.success(), "score failed: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_listing-guard"))
+        .arg("score")
+        .args(paths)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "score failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), paths.len(), "one JSON line per file");
     lines
 }
@@ -19,12 +31,20 @@ fn markers(v: &Value) -> Vec<(String, bool, Option<String>)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["kind"].as_str().unwrap().to_owned(), m["declares_ai"].as_bool().unwrap(), m["generator"].as_str().map(str::to_owned)))
+        .map(|m| {
+            (
+                m["kind"].as_str().unwrap().to_owned(),
+                m["declares_ai"].as_bool().unwrap(),
+                m["generator"].as_str().map(str::to_owned),
+            )
+        })
         .collect()
 }
 
 fn has(v: &Value, kind: &str, generator: Option<&str>) -> bool {
-    markers(v).iter().any(|(k, _, g)| k == kind && (generator.is_none() || g.as_deref() == generator))
+    markers(v)
+        .iter()
+        .any(|(k, _, g)| k == kind && (generator.is_none() || g.as_deref() == generator))
 }
 
 #[test]
@@ -43,17 +63,31 @@ fn fixtures_report_their_markers() {
     all.push(dir.join("does-not-exist.jpg"));
     let lines = score(&all);
     for (f, v) in Fixture::ALL.iter().zip(&lines) {
-        assert_eq!(v["provenance"]["declared_ai"].as_bool(), Some(f.declares_ai()), "{}: {v}", f.name());
+        assert_eq!(
+            v["provenance"]["declared_ai"].as_bool(),
+            Some(f.declares_ai()),
+            "{}: {v}",
+            f.name()
+        );
         assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
-        assert!(v["ai_probability"].is_null() && v["model"].is_null(), "no model yet");
+        assert!(
+            v["ai_probability"].is_null() && v["model"].is_null(),
+            "no model yet"
+        );
         let expect = match f {
             Fixture::CleanJpeg | Fixture::CleanPng => markers(v).is_empty(),
-            Fixture::XmpTrainedAlgorithmic | Fixture::XmpAlgorithmic => has(v, "iptc_digital_source_type", None),
+            Fixture::XmpTrainedAlgorithmic | Fixture::XmpAlgorithmic => {
+                has(v, "iptc_digital_source_type", None)
+            }
             Fixture::PngA1111 => has(v, "generator_parameters", Some("AUTOMATIC1111")),
             Fixture::PngComfyUi => has(v, "generator_parameters", Some("ComfyUI")),
             Fixture::ExifMidjourney => has(v, "exif_software", Some("Midjourney")),
-            Fixture::XmpTc260 | Fixture::PngAigcChunk => has(v, "tc260_aigc", Some("001191110108MA01KP2T5U00000")),
-            Fixture::BrokenJpeg => v["error"].as_str().is_some_and(|e| e.starts_with("decode_error")),
+            Fixture::XmpTc260 | Fixture::PngAigcChunk => {
+                has(v, "tc260_aigc", Some("001191110108MA01KP2T5U00000"))
+            }
+            Fixture::BrokenJpeg => v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("decode_error")),
         };
         assert!(expect, "{}: {v}", f.name());
         if *f != Fixture::BrokenJpeg {
@@ -61,7 +95,13 @@ fn fixtures_report_their_markers() {
         }
     }
     let missing = lines.last().unwrap();
-    assert!(missing["error"].as_str().unwrap().contains("cannot read file"), "{missing}");
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read file"),
+        "{missing}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -70,7 +110,11 @@ fn corpus_dir() -> Option<PathBuf> {
     if d.join("MANIFEST.tsv").exists() {
         return Some(d);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the shared corpus is missing at {}", d.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but the shared corpus is missing at {}",
+        d.display()
+    );
     eprintln!("skipping: shared corpus not found at {}", d.display());
     None
 }
@@ -92,7 +136,11 @@ fn shared_corpus_matches_manifest() {
     let lines = score(&rows.iter().map(|(f, _)| dir.join(f)).collect::<Vec<_>>());
     let mut failures = Vec::new();
     for ((file, expected), v) in rows.iter().zip(&lines) {
-        let c2pa_kinds: Vec<String> = markers(v).into_iter().filter(|(k, _, _)| k.starts_with("c2pa")).map(|(k, _, _)| k).collect();
+        let c2pa_kinds: Vec<String> = markers(v)
+            .into_iter()
+            .filter(|(k, _, _)| k.starts_with("c2pa"))
+            .map(|(k, _, _)| k)
+            .collect();
         let declared = v["provenance"]["declared_ai"].as_bool().unwrap();
         let ok = match expected.as_str() {
             "c2pa-ai" => c2pa_kinds == ["c2pa_manifest"] && declared,
@@ -100,7 +148,9 @@ fn shared_corpus_matches_manifest() {
             "c2pa-remote-manifest" => c2pa_kinds == ["c2pa_remote_manifest"],
             "c2pa-present-invalid" => c2pa_kinds == ["c2pa_invalid"],
             "no-manifest" => c2pa_kinds.is_empty() && !declared,
-            "sd-a1111" | "sd-a1111-stealth" => declared && has(v, "generator_parameters", Some("AUTOMATIC1111")),
+            "sd-a1111" | "sd-a1111-stealth" => {
+                declared && has(v, "generator_parameters", Some("AUTOMATIC1111"))
+            }
             "sd-comfyui" => declared && has(v, "generator_parameters", Some("ComfyUI")),
             "sd-fooocus" => declared && has(v, "generator_parameters", Some("Fooocus")),
             "sd-invokeai" => declared && has(v, "generator_parameters", Some("InvokeAI")),
@@ -112,7 +162,12 @@ fn shared_corpus_matches_manifest() {
             failures.push(format!("{file}: expected {expected}, got {v}"));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -120,6 +175,9 @@ fn committed_schemas_are_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
     for (name, text) in lg_events::schemas() {
         let committed = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(committed == text, "schemas/{name} is stale: run `listing-guard schemas` (make schemas) and commit");
+        assert!(
+            committed == text,
+            "schemas/{name} is stale: run `listing-guard schemas` (make schemas) and commit"
+        );
     }
 }

@@ -8,9 +8,7 @@
 //! The version ([`Policy::version`]) is `NAME@sha256:HASH`, where HASH covers the parsed rules
 //! (not whitespace or comments), so any rule change yields a new version and new decision ids.
 
-use lg_events::{
-    Action, ImageFailure, ImageRole, LabelBasis, Marker, MarkerKind, Reason, Signals,
-};
+use lg_events::{Action, ImageFailure, ImageRole, LabelBasis, Marker, MarkerKind, Reason, Signals};
 use serde::{Deserialize, Serialize};
 
 /// The default policy shipped with the project.
@@ -123,7 +121,11 @@ impl Policy {
     /// Parses and validates a policy.
     pub fn from_toml_str(s: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile = toml::from_str(s)?;
-        let check_name = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let check_name = |n: &str| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         if !check_name(&file.name) {
             return Err(PolicyError::Invalid(format!(
                 "name {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
@@ -134,7 +136,9 @@ impl Policy {
             .chain(file.overrides.iter().map(|o| o.model_threshold));
         for t in thresholds.flatten() {
             if !(0.0..=1.0).contains(&t) {
-                return Err(PolicyError::Invalid(format!("model_threshold {t} is outside [0, 1]")));
+                return Err(PolicyError::Invalid(format!(
+                    "model_threshold {t} is outside [0, 1]"
+                )));
             }
         }
         for (i, o) in file.overrides.iter().enumerate() {
@@ -243,10 +247,22 @@ pub struct Verdict {
 }
 
 /// Evaluates the policy for one listing. Pure and deterministic.
-pub fn evaluate(policy: &Policy, marketplace: &str, category: &str, images: &[ImageInput<'_>]) -> Verdict {
+pub fn evaluate(
+    policy: &Policy,
+    marketplace: &str,
+    category: &str,
+    images: &[ImageInput<'_>],
+) -> Verdict {
     let rules = policy.rules_for(marketplace, category);
-    let mut verdicts: Vec<ImageVerdict> = images.iter().map(|img| evaluate_image(&rules, img)).collect();
-    let action = verdicts.iter().map(|v| v.action).max().unwrap_or(Action::Allow);
+    let mut verdicts: Vec<ImageVerdict> = images
+        .iter()
+        .map(|img| evaluate_image(&rules, img))
+        .collect();
+    let action = verdicts
+        .iter()
+        .map(|v| v.action)
+        .max()
+        .unwrap_or(Action::Allow);
     // A blocked listing is not published, so nothing of it is labelled.
     if action == Action::Block {
         for v in &mut verdicts {
@@ -261,7 +277,11 @@ pub fn evaluate(policy: &Policy, marketplace: &str, category: &str, images: &[Im
             }
         }
     }
-    Verdict { action, reasons, images: verdicts }
+    Verdict {
+        action,
+        reasons,
+        images: verdicts,
+    }
 }
 
 fn evaluate_image(rules: &Rules, img: &ImageInput<'_>) -> ImageVerdict {
@@ -269,14 +289,20 @@ fn evaluate_image(rules: &Rules, img: &ImageInput<'_>) -> ImageVerdict {
         ImageInput::FetchFailed(f) => {
             return ImageVerdict {
                 action: rules.fetch_failed,
-                reasons: vec![reason(codes::IMAGE_FETCH_FAILED, format!("image could not be fetched ({}): {}", f.class, f.message))],
+                reasons: vec![reason(
+                    codes::IMAGE_FETCH_FAILED,
+                    format!("image could not be fetched ({}): {}", f.class, f.message),
+                )],
                 label: None,
             }
         }
         ImageInput::DecodeFailed(f) => {
             return ImageVerdict {
                 action: rules.decode_failed,
-                reasons: vec![reason(codes::IMAGE_DECODE_FAILED, format!("image could not be decoded ({}): {}", f.class, f.message))],
+                reasons: vec![reason(
+                    codes::IMAGE_DECODE_FAILED,
+                    format!("image could not be decoded ({}): {}", f.class, f.message),
+                )],
                 label: None,
             }
         }
@@ -286,36 +312,66 @@ fn evaluate_image(rules: &Rules, img: &ImageInput<'_>) -> ImageVerdict {
     let mut action = Action::Allow;
     let mut reasons = Vec::new();
     let mut label = None;
-    let declaring: Vec<&Marker> = signals.provenance.markers.iter().filter(|m| m.declares_ai).collect();
+    let declaring: Vec<&Marker> = signals
+        .provenance
+        .markers
+        .iter()
+        .filter(|m| m.declares_ai)
+        .collect();
     if !declaring.is_empty() {
         action = action.max(rules.declared_ai);
         label = Some(LabelBasis::DeclaredInMetadata);
-        reasons.push(reason(codes::AI_DECLARED_METADATA, describe_markers(&declaring)));
+        reasons.push(reason(
+            codes::AI_DECLARED_METADATA,
+            describe_markers(&declaring),
+        ));
     }
-    if let Some(bad) = signals.provenance.markers.iter().find(|m| m.kind == MarkerKind::C2paInvalid) {
+    if let Some(bad) = signals
+        .provenance
+        .markers
+        .iter()
+        .find(|m| m.kind == MarkerKind::C2paInvalid)
+    {
         action = action.max(rules.c2pa_invalid);
-        reasons.push(reason(codes::C2PA_INVALID, format!("C2PA data does not validate: {}", bad.evidence)));
+        reasons.push(reason(
+            codes::C2PA_INVALID,
+            format!("C2PA data does not validate: {}", bad.evidence),
+        ));
     }
     if declaring.is_empty() {
         if let Some(score) = &signals.model {
             if score.ai_probability >= rules.model_threshold {
-                let rule = if role == ImageRole::Main { rules.model_ai_main } else { rules.model_ai_secondary };
+                let rule = if role == ImageRole::Main {
+                    rules.model_ai_main
+                } else {
+                    rules.model_ai_secondary
+                };
                 action = action.max(rule);
                 label = Some(LabelBasis::Detected);
                 reasons.push(reason(
                     codes::AI_DETECTED_MODEL,
                     format!(
                         "model {} gives AI probability {:.3} (threshold {:.3}, max crop {:.3})",
-                        score.model_version, score.ai_probability, rules.model_threshold, score.max_crop_probability
+                        score.model_version,
+                        score.ai_probability,
+                        rules.model_threshold,
+                        score.max_crop_probability
                     ),
                 ));
             }
         }
     }
     if reasons.is_empty() {
-        reasons.push(reason(codes::NO_AI_SIGNAL, "no AI marker in metadata and no model finding".into()));
+        reasons.push(reason(
+            codes::NO_AI_SIGNAL,
+            "no AI marker in metadata and no model finding".into(),
+        ));
     }
-    ImageVerdict { action, reasons, label }
+    ImageVerdict {
+        action,
+        reasons,
+        label,
+    }
 }
 
 fn describe_markers(markers: &[&Marker]) -> String {
@@ -326,7 +382,10 @@ fn describe_markers(markers: &[&Marker]) -> String {
             None => kind_name(m.kind).to_owned(),
         })
         .collect();
-    format!("image metadata declares AI generation: {}", parts.join(", "))
+    format!(
+        "image metadata declares AI generation: {}",
+        parts.join(", ")
+    )
 }
 
 /// Human name of a marker kind.
@@ -343,7 +402,10 @@ pub fn kind_name(kind: MarkerKind) -> &'static str {
 }
 
 fn reason(code: &str, message: String) -> Reason {
-    Reason { code: code.to_owned(), message }
+    Reason {
+        code: code.to_owned(),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -352,13 +414,21 @@ mod tests {
     use lg_events::{ModelScore, Provenance};
 
     fn marker(kind: MarkerKind, declares_ai: bool) -> Marker {
-        Marker { kind, declares_ai, generator: Some("gen".into()), evidence: "ev".into() }
+        Marker {
+            kind,
+            declares_ai,
+            generator: Some("gen".into()),
+            evidence: "ev".into(),
+        }
     }
 
     fn signals(markers: Vec<Marker>, prob: Option<f32>) -> Signals {
         let declared_ai = markers.iter().any(|m| m.declares_ai);
         Signals {
-            provenance: Provenance { declared_ai, markers },
+            provenance: Provenance {
+                declared_ai,
+                markers,
+            },
             model: prob.map(|p| ModelScore {
                 model_version: "m@1".into(),
                 ai_probability: p,
@@ -369,9 +439,21 @@ mod tests {
         }
     }
 
-    fn check(marketplace: &str, category: &str, role: ImageRole, s: Signals, expected: Action, code: &str) {
+    fn check(
+        marketplace: &str,
+        category: &str,
+        role: ImageRole,
+        s: Signals,
+        expected: Action,
+        code: &str,
+    ) {
         let p = Policy::default_policy();
-        let v = evaluate(&p, marketplace, category, &[ImageInput::Analysed { role, signals: &s }]);
+        let v = evaluate(
+            &p,
+            marketplace,
+            category,
+            &[ImageInput::Analysed { role, signals: &s }],
+        );
         assert_eq!(v.action, expected, "{marketplace}/{category}: {v:?}");
         assert_eq!(v.reasons[0].code, code, "{v:?}");
     }
@@ -381,20 +463,104 @@ mod tests {
         use ImageRole::*;
         use MarkerKind::*;
         let ai = || signals(vec![marker(IptcDigitalSourceType, true)], None);
-        check("taobao", "apparel", Main, ai(), Action::Label, codes::AI_DECLARED_METADATA);
-        check("tmall", "apparel", Detail, ai(), Action::Label, codes::AI_DECLARED_METADATA);
-        check("xianyu", "apparel", Main, ai(), Action::Block, codes::AI_DECLARED_METADATA);
-        check("taobao", "beauty", Main, ai(), Action::Review, codes::AI_DECLARED_METADATA);
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            ai(),
+            Action::Label,
+            codes::AI_DECLARED_METADATA,
+        );
+        check(
+            "tmall",
+            "apparel",
+            Detail,
+            ai(),
+            Action::Label,
+            codes::AI_DECLARED_METADATA,
+        );
+        check(
+            "xianyu",
+            "apparel",
+            Main,
+            ai(),
+            Action::Block,
+            codes::AI_DECLARED_METADATA,
+        );
+        check(
+            "taobao",
+            "beauty",
+            Main,
+            ai(),
+            Action::Review,
+            codes::AI_DECLARED_METADATA,
+        );
         // Later override wins: xianyu comes after beauty in the default file.
-        check("xianyu", "beauty", Main, ai(), Action::Block, codes::AI_DECLARED_METADATA);
-        check("taobao", "apparel", Main, signals(vec![], None), Action::Allow, codes::NO_AI_SIGNAL);
+        check(
+            "xianyu",
+            "beauty",
+            Main,
+            ai(),
+            Action::Block,
+            codes::AI_DECLARED_METADATA,
+        );
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            signals(vec![], None),
+            Action::Allow,
+            codes::NO_AI_SIGNAL,
+        );
         // A C2PA manifest that declares nothing is not a reason to act.
-        check("taobao", "apparel", Main, signals(vec![marker(C2paManifest, false)], None), Action::Allow, codes::NO_AI_SIGNAL);
-        check("taobao", "apparel", Main, signals(vec![marker(C2paInvalid, false)], None), Action::Review, codes::C2PA_INVALID);
-        check("taobao", "apparel", Main, signals(vec![], Some(0.95)), Action::Review, codes::AI_DETECTED_MODEL);
-        check("taobao", "apparel", Sku, signals(vec![], Some(0.95)), Action::Label, codes::AI_DETECTED_MODEL);
-        check("xianyu", "apparel", Main, signals(vec![], Some(0.95)), Action::Block, codes::AI_DETECTED_MODEL);
-        check("taobao", "apparel", Main, signals(vec![], Some(0.5)), Action::Allow, codes::NO_AI_SIGNAL);
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            signals(vec![marker(C2paManifest, false)], None),
+            Action::Allow,
+            codes::NO_AI_SIGNAL,
+        );
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            signals(vec![marker(C2paInvalid, false)], None),
+            Action::Review,
+            codes::C2PA_INVALID,
+        );
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            signals(vec![], Some(0.95)),
+            Action::Review,
+            codes::AI_DETECTED_MODEL,
+        );
+        check(
+            "taobao",
+            "apparel",
+            Sku,
+            signals(vec![], Some(0.95)),
+            Action::Label,
+            codes::AI_DETECTED_MODEL,
+        );
+        check(
+            "xianyu",
+            "apparel",
+            Main,
+            signals(vec![], Some(0.95)),
+            Action::Block,
+            codes::AI_DETECTED_MODEL,
+        );
+        check(
+            "taobao",
+            "apparel",
+            Main,
+            signals(vec![], Some(0.5)),
+            Action::Allow,
+            codes::NO_AI_SIGNAL,
+        );
     }
 
     #[test]
@@ -402,14 +568,23 @@ mod tests {
         let p = Policy::default_policy();
         let clean = signals(vec![], None);
         let ai = signals(vec![marker(MarkerKind::Tc260Aigc, true)], None);
-        let fail = ImageFailure { class: "fetch_timeout".into(), message: "timed out".into() };
+        let fail = ImageFailure {
+            class: "fetch_timeout".into(),
+            message: "timed out".into(),
+        };
         let v = evaluate(
             &p,
             "taobao",
             "apparel",
             &[
-                ImageInput::Analysed { role: ImageRole::Main, signals: &clean },
-                ImageInput::Analysed { role: ImageRole::Detail, signals: &ai },
+                ImageInput::Analysed {
+                    role: ImageRole::Main,
+                    signals: &clean,
+                },
+                ImageInput::Analysed {
+                    role: ImageRole::Detail,
+                    signals: &ai,
+                },
                 ImageInput::FetchFailed(&fail),
             ],
         );
@@ -425,7 +600,15 @@ mod tests {
     fn blocked_listings_carry_no_labels() {
         let p = Policy::default_policy();
         let ai = signals(vec![marker(MarkerKind::GeneratorParameters, true)], None);
-        let v = evaluate(&p, "xianyu", "x", &[ImageInput::Analysed { role: ImageRole::Main, signals: &ai }]);
+        let v = evaluate(
+            &p,
+            "xianyu",
+            "x",
+            &[ImageInput::Analysed {
+                role: ImageRole::Main,
+                signals: &ai,
+            }],
+        );
         assert_eq!(v.action, Action::Block);
         assert_eq!(v.images[0].label, None);
     }
@@ -434,23 +617,38 @@ mod tests {
     fn version_tracks_rules_not_formatting() {
         let a = Policy::from_toml_str(DEFAULT_POLICY_TOML).unwrap();
         let reformatted = format!("# a comment\n\n{DEFAULT_POLICY_TOML}\n\n");
-        assert_eq!(a.version(), Policy::from_toml_str(&reformatted).unwrap().version());
+        assert_eq!(
+            a.version(),
+            Policy::from_toml_str(&reformatted).unwrap().version()
+        );
         let changed = DEFAULT_POLICY_TOML.replace("model_threshold = 0.9", "model_threshold = 0.8");
-        assert_ne!(a.version(), Policy::from_toml_str(&changed).unwrap().version());
+        assert_ne!(
+            a.version(),
+            Policy::from_toml_str(&changed).unwrap().version()
+        );
         assert!(a.version().starts_with("default@sha256:"));
     }
 
     #[test]
     fn invalid_policies_are_refused_with_the_key() {
-        let bad_action = DEFAULT_POLICY_TOML.replace("declared_ai = \"label\"", "declared_ai = \"nuke\"");
+        let bad_action =
+            DEFAULT_POLICY_TOML.replace("declared_ai = \"label\"", "declared_ai = \"nuke\"");
         let e = Policy::from_toml_str(&bad_action).unwrap_err().to_string();
         assert!(e.contains("declared_ai") || e.contains("nuke"), "{e}");
-        let unknown = format!("{DEFAULT_POLICY_TOML}\n[[overrides]]\nmarketplace = \"a\"\ndeclard_ai = \"block\"\n");
+        let unknown = format!(
+            "{DEFAULT_POLICY_TOML}\n[[overrides]]\nmarketplace = \"a\"\ndeclard_ai = \"block\"\n"
+        );
         let e = Policy::from_toml_str(&unknown).unwrap_err().to_string();
         assert!(e.contains("declard_ai"), "{e}");
         let thr = DEFAULT_POLICY_TOML.replace("model_threshold = 0.9", "model_threshold = 1.5");
-        assert!(Policy::from_toml_str(&thr).unwrap_err().to_string().contains("model_threshold"));
+        assert!(Policy::from_toml_str(&thr)
+            .unwrap_err()
+            .to_string()
+            .contains("model_threshold"));
         let global = format!("{DEFAULT_POLICY_TOML}\n[[overrides]]\ndeclared_ai = \"block\"\n");
-        assert!(Policy::from_toml_str(&global).unwrap_err().to_string().contains("overrides[2]"));
+        assert!(Policy::from_toml_str(&global)
+            .unwrap_err()
+            .to_string()
+            .contains("overrides[2]"));
     }
 }

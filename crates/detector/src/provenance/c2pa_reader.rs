@@ -27,13 +27,23 @@ pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
             None,
             format!("C2PA manifest referenced by URL (not fetched): {url}"),
         )),
-        Err(e) => markers.push(marker(MarkerKind::C2paInvalid, false, None, format!("C2PA data present but unreadable: {e}"))),
+        Err(e) => markers.push(marker(
+            MarkerKind::C2paInvalid,
+            false,
+            None,
+            format!("C2PA data present but unreadable: {e}"),
+        )),
     }
 }
 
 fn manifest_marker(reader: &Reader) -> Marker {
     let Some(m) = reader.active_manifest() else {
-        return marker(MarkerKind::C2paManifest, false, None, "C2PA manifest store without an active manifest".into());
+        return marker(
+            MarkerKind::C2paManifest,
+            false,
+            None,
+            "C2PA manifest store without an active manifest".into(),
+        );
     };
     let generator = m
         .claim_generator_info

@@ -42,7 +42,9 @@ fn png_chunks(bytes: &[u8], out: &mut Extracted) {
     while i + 8 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
         let kind = &bytes[i + 4..i + 8];
-        let Some(data) = bytes.get(i + 8..(i + 8).saturating_add(len)) else { break };
+        let Some(data) = bytes.get(i + 8..(i + 8).saturating_add(len)) else {
+            break;
+        };
         match kind {
             b"tEXt" => {
                 if let Some((k, v)) = split_nul(data) {
@@ -78,7 +80,11 @@ fn itxt(data: &[u8]) -> Option<(String, String)> {
     let rest = rest.get(1..)?; // compression method
     let (_lang, rest) = split_nul(rest)?;
     let (_translated, text) = split_nul(rest)?;
-    let text = if compressed == 1 { inflate(text)? } else { text.to_vec() };
+    let text = if compressed == 1 {
+        inflate(text)?
+    } else {
+        text.to_vec()
+    };
     Some((latin1(k), String::from_utf8_lossy(&text).into_owned()))
 }
 
@@ -97,9 +103,12 @@ fn jpeg_segments(bytes: &[u8], out: &mut Extracted) {
             break; // start of scan: no more metadata segments before the image data
         }
         let len = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
-        let Some(seg) = bytes.get(i + 4..(i + 2).saturating_add(len)) else { break };
+        let Some(seg) = bytes.get(i + 4..(i + 2).saturating_add(len)) else {
+            break;
+        };
         if marker == 0xE1 && seg.starts_with(JPEG_XMP_NS) {
-            out.xmp.push(String::from_utf8_lossy(&seg[JPEG_XMP_NS.len()..]).into_owned());
+            out.xmp
+                .push(String::from_utf8_lossy(&seg[JPEG_XMP_NS.len()..]).into_owned());
         }
         i += 2 + len;
     }
@@ -132,7 +141,10 @@ fn latin1(b: &[u8]) -> String {
 
 fn inflate(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    flate2::read::ZlibDecoder::new(data).take(MAX_INFLATED).read_to_end(&mut out).ok()?;
+    flate2::read::ZlibDecoder::new(data)
+        .take(MAX_INFLATED)
+        .read_to_end(&mut out)
+        .ok()?;
     Some(out)
 }
 
@@ -152,7 +164,10 @@ pub(crate) mod tests {
     #[test]
     fn png_text_kinds_and_truncation() {
         let mut png = PNG_SIG.to_vec();
-        png.extend(chunk(b"tEXt", b"parameters\0a cat\nSteps: 20, Sampler: Euler"));
+        png.extend(chunk(
+            b"tEXt",
+            b"parameters\0a cat\nSteps: 20, Sampler: Euler",
+        ));
         let z = {
             use std::io::Write;
             let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
@@ -167,7 +182,13 @@ pub(crate) mod tests {
         // A chunk whose length runs past the end must not panic.
         png.extend_from_slice(&[0, 0, 0xFF, 0xFF, b't', b'E', b'X', b't', b'a']);
         let e = extract(&png);
-        assert_eq!(e.texts[0], ("parameters".into(), "a cat\nSteps: 20, Sampler: Euler".into()));
+        assert_eq!(
+            e.texts[0],
+            (
+                "parameters".into(),
+                "a cat\nSteps: 20, Sampler: Euler".into()
+            )
+        );
         assert_eq!(e.texts[1], ("prompt".into(), "{\"x\":1}".into()));
         assert_eq!(e.texts[2], ("AIGC".into(), "{\"Label\":\"1\"}".into()));
         assert_eq!(e.xmp, vec!["<x:xmpmeta/>".to_owned()]);
@@ -182,9 +203,14 @@ pub(crate) mod tests {
         jpg.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
         jpg.extend(seg);
         jpg.extend_from_slice(&[0xFF, 0xDA, 0, 2]);
-        assert_eq!(extract(&jpg).xmp, vec![String::from_utf8_lossy(xmp).into_owned()]);
+        assert_eq!(
+            extract(&jpg).xmp,
+            vec![String::from_utf8_lossy(xmp).into_owned()]
+        );
         // Lengths that overflow the buffer end the walk.
-        assert!(extract(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF, 1, 2]).xmp.is_empty());
+        assert!(extract(&[0xFF, 0xD8, 0xFF, 0xE1, 0xFF, 0xFF, 1, 2])
+            .xmp
+            .is_empty());
         assert!(extract(b"").xmp.is_empty());
     }
 }

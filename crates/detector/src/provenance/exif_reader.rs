@@ -14,14 +14,18 @@ pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
     let parsed = exif::Reader::new()
         .continue_on_error(true)
         .read_from_container(&mut BufReader::new(Cursor::new(bytes)))
-        .or_else(|e| e.distill_partial_result(|errs| tracing::debug!(?errs, "EXIF partly malformed")));
+        .or_else(|e| {
+            e.distill_partial_result(|errs| tracing::debug!(?errs, "EXIF partly malformed"))
+        });
     let Ok(exif) = parsed else {
         return;
     };
     for f in exif.fields() {
         match f.tag {
             Tag::Software | Tag::Make | Tag::Model | Tag::ImageDescription | Tag::Artist => {
-                let Value::Ascii(parts) = &f.value else { continue };
+                let Value::Ascii(parts) = &f.value else {
+                    continue;
+                };
                 for part in parts {
                     let text = String::from_utf8_lossy(part);
                     if let Some(g) = known_generator(&text) {
@@ -35,7 +39,9 @@ pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
                 }
             }
             Tag::UserComment => {
-                let Value::Undefined(raw, _) = &f.value else { continue };
+                let Value::Undefined(raw, _) = &f.value else {
+                    continue;
+                };
                 let text = user_comment(raw);
                 read_user_comment(&text, markers);
             }
@@ -55,13 +61,22 @@ fn read_user_comment(text: &str, markers: &mut Vec<Marker>) {
             format!("EXIF UserComment: {text}"),
         ));
     } else if let Some(g) = known_generator(text) {
-        markers.push(marker(MarkerKind::ExifSoftware, true, Some(g.to_owned()), format!("EXIF UserComment: {text}")));
+        markers.push(marker(
+            MarkerKind::ExifSoftware,
+            true,
+            Some(g.to_owned()),
+            format!("EXIF UserComment: {text}"),
+        ));
     }
 }
 
 /// Decodes an EXIF UserComment: an 8-byte character-code prefix, then the text.
 fn user_comment(raw: &[u8]) -> String {
-    let (code, body) = if raw.len() >= 8 { raw.split_at(8) } else { (&b""[..], raw) };
+    let (code, body) = if raw.len() >= 8 {
+        raw.split_at(8)
+    } else {
+        (&b""[..], raw)
+    };
     let body = body.strip_suffix(&[0, 0]).unwrap_or(body);
     if code == b"UNICODE\0" {
         // UTF-16 in either byte order; writers disagree. Pick the one with NULs in high bytes.
@@ -74,9 +89,13 @@ fn user_comment(raw: &[u8]) -> String {
                 u16::from_le_bytes([c[0], c[1]])
             }
         });
-        char::decode_utf16(units).map(|r| r.unwrap_or('\u{FFFD}')).collect()
+        char::decode_utf16(units)
+            .map(|r| r.unwrap_or('\u{FFFD}'))
+            .collect()
     } else {
-        String::from_utf8_lossy(body).trim_end_matches('\0').to_owned()
+        String::from_utf8_lossy(body)
+            .trim_end_matches('\0')
+            .to_owned()
     }
 }
 
@@ -104,7 +123,10 @@ mod tests {
         let kinds: Vec<_> = m.iter().map(|m| (m.kind, m.generator.as_deref())).collect();
         assert_eq!(
             kinds,
-            vec![(MarkerKind::Tc260Aigc, Some("p")), (MarkerKind::GeneratorParameters, Some("AUTOMATIC1111"))]
+            vec![
+                (MarkerKind::Tc260Aigc, Some("p")),
+                (MarkerKind::GeneratorParameters, Some("AUTOMATIC1111"))
+            ]
         );
     }
 }

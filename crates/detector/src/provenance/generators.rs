@@ -45,7 +45,10 @@ const KNOWN_GENERATORS: &[(&str, &str)] = &[
 /// The canonical generator name when `value` names a known generator.
 pub(crate) fn known_generator(value: &str) -> Option<&'static str> {
     let lower = value.to_lowercase();
-    KNOWN_GENERATORS.iter().find(|(needle, _)| lower.contains(needle)).map(|(_, name)| *name)
+    KNOWN_GENERATORS
+        .iter()
+        .find(|(needle, _)| lower.contains(needle))
+        .map(|(_, name)| *name)
 }
 
 /// A1111's plain-text parameter block: a prompt, then a line with `Steps: N, Sampler: ...`.
@@ -75,9 +78,15 @@ pub(crate) fn read_text_chunk(keyword: &str, text: &str, markers: &mut Vec<Marke
             markers.push(params(generator));
         }
         "fooocus_scheme" => markers.push(params("Fooocus")),
-        "prompt" | "workflow" if text.trim_start().starts_with('{') => markers.push(params("ComfyUI")),
-        "invokeai_metadata" | "invokeai_graph" | "sd-metadata" | "Dream" => markers.push(params("InvokeAI")),
-        "AIGC" | "TC260:AIGC" => markers.push(aigc_marker(text, &format!("PNG text chunk `{keyword}`"))),
+        "prompt" | "workflow" if text.trim_start().starts_with('{') => {
+            markers.push(params("ComfyUI"))
+        }
+        "invokeai_metadata" | "invokeai_graph" | "sd-metadata" | "Dream" => {
+            markers.push(params("InvokeAI"))
+        }
+        "AIGC" | "TC260:AIGC" => {
+            markers.push(aigc_marker(text, &format!("PNG text chunk `{keyword}`")))
+        }
         "Software" | "Source" | "Comment" => {
             if let Some(g) = known_generator(text) {
                 markers.push(marker(
@@ -94,7 +103,11 @@ pub(crate) fn read_text_chunk(keyword: &str, text: &str, markers: &mut Vec<Marke
 
 /// Reads parameters hidden in the alpha channel.
 pub(crate) fn read_stealth(text: &str, markers: &mut Vec<Marker>) {
-    let generator = if looks_like_a1111(text) { "AUTOMATIC1111" } else { "Stable Diffusion web UI" };
+    let generator = if looks_like_a1111(text) {
+        "AUTOMATIC1111"
+    } else {
+        "Stable Diffusion web UI"
+    };
     markers.push(marker(
         MarkerKind::GeneratorParameters,
         true,
@@ -110,7 +123,11 @@ mod tests {
     fn check(keyword: &str, text: &str, expected: Option<&str>) {
         let mut m = Vec::new();
         read_text_chunk(keyword, text, &mut m);
-        assert_eq!(m.first().and_then(|m| m.generator.as_deref()), expected, "{keyword}: {m:?}");
+        assert_eq!(
+            m.first().and_then(|m| m.generator.as_deref()),
+            expected,
+            "{keyword}: {m:?}"
+        );
         if expected.is_some() {
             assert!(m[0].declares_ai);
         }
@@ -118,8 +135,16 @@ mod tests {
 
     #[test]
     fn table() {
-        check("parameters", "a duck\nNegative prompt: x\nSteps: 15, Sampler: UniPC, Seed: 1", Some("AUTOMATIC1111"));
-        check("parameters", r#"{"base_model": "juggernautXL", "prompt": "x"}"#, Some("Fooocus"));
+        check(
+            "parameters",
+            "a duck\nNegative prompt: x\nSteps: 15, Sampler: UniPC, Seed: 1",
+            Some("AUTOMATIC1111"),
+        );
+        check(
+            "parameters",
+            r#"{"base_model": "juggernautXL", "prompt": "x"}"#,
+            Some("Fooocus"),
+        );
         check("prompt", r#"{"3": {"inputs": {}}}"#, Some("ComfyUI"));
         check("prompt", "just a caption", None);
         check("workflow", r#"{"nodes": []}"#, Some("ComfyUI"));
@@ -127,9 +152,17 @@ mod tests {
         check("Dream", "\"a photo\" -s 50", Some("InvokeAI"));
         check("Software", "NovelAI", Some("NovelAI"));
         check("Software", "Adobe Photoshop 25.0", None);
-        check("Source", "Stable Diffusion 1D44365E", Some("Stable Diffusion"));
+        check(
+            "Source",
+            "Stable Diffusion 1D44365E",
+            Some("Stable Diffusion"),
+        );
         check("Title", "AI generated image", None);
-        check("AIGC", r#"{"Label":"1","ContentProducer":"acme"}"#, Some("acme"));
+        check(
+            "AIGC",
+            r#"{"Label":"1","ContentProducer":"acme"}"#,
+            Some("acme"),
+        );
         check("date:create", "2025-01-01", None);
     }
 

@@ -22,7 +22,10 @@ mod stealth;
 mod xmp;
 
 /// IPTC NewsCodes digital source types that declare generative AI.
-const AI_SOURCE_TYPES: [&str; 2] = ["trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"];
+const AI_SOURCE_TYPES: [&str; 2] = [
+    "trainedAlgorithmicMedia",
+    "compositeWithTrainedAlgorithmicMedia",
+];
 
 /// Longest evidence string kept in a marker.
 const MAX_EVIDENCE: usize = 300;
@@ -47,7 +50,10 @@ pub fn read(bytes: &[u8], decoded: Option<&DynamicImage>) -> Provenance {
     }
     dedupe(&mut markers);
     let declared_ai = markers.iter().any(|m| m.declares_ai);
-    Provenance { declared_ai, markers }
+    Provenance {
+        declared_ai,
+        markers,
+    }
 }
 
 /// Whether a digital source type (URI or bare term) declares generative AI.
@@ -56,8 +62,18 @@ pub(crate) fn source_type_declares_ai(value: &str) -> bool {
     AI_SOURCE_TYPES.contains(&term)
 }
 
-pub(crate) fn marker(kind: MarkerKind, declares_ai: bool, generator: Option<String>, evidence: String) -> Marker {
-    Marker { kind, declares_ai, generator, evidence: clip(&evidence, MAX_EVIDENCE) }
+pub(crate) fn marker(
+    kind: MarkerKind,
+    declares_ai: bool,
+    generator: Option<String>,
+    evidence: String,
+) -> Marker {
+    Marker {
+        kind,
+        declares_ai,
+        generator,
+        evidence: clip(&evidence, MAX_EVIDENCE),
+    }
 }
 
 pub(crate) fn clip(s: &str, max: usize) -> String {

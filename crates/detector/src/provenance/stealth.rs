@@ -41,7 +41,10 @@ pub(crate) fn read(img: &DynamicImage) -> Option<String> {
         let payload = bits.bytes(len)?;
         let text = if compressed {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&payload[..]).take(MAX_PAYLOAD_BYTES as u64).read_to_end(&mut out).ok()?;
+            flate2::read::GzDecoder::new(&payload[..])
+                .take(MAX_PAYLOAD_BYTES as u64)
+                .read_to_end(&mut out)
+                .ok()?;
             out
         } else {
             payload
@@ -84,13 +87,23 @@ struct BitIter<'a> {
 impl<'a> BitIter<'a> {
     fn new(img: &'a Pixels<'a>, alpha: bool) -> Self {
         let (w, h) = img.dimensions();
-        Self { img, w, h, alpha, pos: 0 }
+        Self {
+            img,
+            w,
+            h,
+            alpha,
+            pos: 0,
+        }
     }
 
     fn bit(&mut self) -> Option<u8> {
         let per_pixel = if self.alpha { 1 } else { 3 };
         let pixel = self.pos / per_pixel;
-        let channel = if self.alpha { 3 } else { (self.pos % per_pixel) as usize };
+        let channel = if self.alpha {
+            3
+        } else {
+            (self.pos % per_pixel) as usize
+        };
         let (x, y) = (pixel / u64::from(self.h), pixel % u64::from(self.h));
         if x >= u64::from(self.w) {
             return None;
@@ -100,7 +113,9 @@ impl<'a> BitIter<'a> {
     }
 
     fn bytes(&mut self, n: usize) -> Option<Vec<u8>> {
-        (0..n).map(|_| (0..8).try_fold(0u8, |acc, _| Some((acc << 1) | self.bit()?))).collect()
+        (0..n)
+            .map(|_| (0..8).try_fold(0u8, |acc, _| Some((acc << 1) | self.bit()?)))
+            .collect()
     }
 }
 
@@ -114,7 +129,10 @@ mod tests {
         let mut data = sig.to_vec();
         data.extend(((payload.len() * 8) as u32).to_be_bytes());
         data.extend_from_slice(payload);
-        let bits: Vec<u8> = data.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1)).collect();
+        let bits: Vec<u8> = data
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+            .collect();
         for (i, bit) in bits.iter().enumerate() {
             let (x, y) = ((i as u32) / h, (i as u32) % h);
             let p = img.get_pixel_mut(x, y);
@@ -126,19 +144,33 @@ mod tests {
     #[test]
     fn round_trip_plain_and_gzip() {
         let text = b"a cat\nSteps: 20, Sampler: Euler a";
-        assert_eq!(read(&embed(40, 30, b"stealth_pnginfo", text)).unwrap().as_bytes(), text);
+        assert_eq!(
+            read(&embed(40, 30, b"stealth_pnginfo", text))
+                .unwrap()
+                .as_bytes(),
+            text
+        );
         let gz = {
             use std::io::Write;
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(text).unwrap();
             e.finish().unwrap()
         };
-        assert_eq!(read(&embed(40, 30, b"stealth_pngcomp", &gz)).unwrap().as_bytes(), text);
+        assert_eq!(
+            read(&embed(40, 30, b"stealth_pngcomp", &gz))
+                .unwrap()
+                .as_bytes(),
+            text
+        );
     }
 
     #[test]
     fn ordinary_images_have_none() {
-        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(20, 20, image::Rgba([1, 2, 3, 255])));
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            20,
+            20,
+            image::Rgba([1, 2, 3, 255]),
+        ));
         assert_eq!(read(&img), None);
         // Too small to even hold the signature.
         let tiny = DynamicImage::ImageRgba8(image::RgbaImage::new(2, 2));

@@ -22,7 +22,9 @@ enum Prop {
 }
 
 fn prop(ns: &ResolveResult<'_>, local: &[u8]) -> Option<Prop> {
-    let ResolveResult::Bound(Namespace(ns)) = ns else { return None };
+    let ResolveResult::Bound(Namespace(ns)) = ns else {
+        return None;
+    };
     match (*ns, local) {
         (NS_IPTC_EXT, b"DigitalSourceType") => Some(Prop::DigitalSourceType),
         (NS_TC260, b"AIGC") => Some(Prop::Aigc),
@@ -53,7 +55,9 @@ fn properties(packet: &str) -> Vec<(Prop, String)> {
     let mut open: Option<(Prop, usize, String)> = None;
     let mut depth = 0usize;
     loop {
-        let Ok((ns, ev)) = reader.read_resolved_event() else { break };
+        let Ok((ns, ev)) = reader.read_resolved_event() else {
+            break;
+        };
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let is_start = matches!(ev, Event::Start(_));
@@ -98,13 +102,22 @@ fn properties(packet: &str) -> Vec<(Prop, String)> {
 }
 
 /// Property-valued attributes, and `rdf:resource` on a property element.
-fn attributes(reader: &NsReader<&[u8]>, e: &BytesStart<'_>, element_prop: Option<Prop>, found: &mut Vec<(Prop, String)>) {
+fn attributes(
+    reader: &NsReader<&[u8]>,
+    e: &BytesStart<'_>,
+    element_prop: Option<Prop>,
+    found: &mut Vec<(Prop, String)>,
+) {
     for attr in e.attributes().flatten() {
         let (ns, local) = reader.resolve_attribute(attr.key);
-        let Ok(value) = attr.unescape_value() else { continue };
+        let Ok(value) = attr.unescape_value() else {
+            continue;
+        };
         if let Some(p) = prop(&ns, local.as_ref()) {
             found.push((p, value.trim().to_owned()));
-        } else if let (Some(p), ResolveResult::Bound(Namespace(NS_RDF)), b"resource") = (element_prop, &ns, local.as_ref()) {
+        } else if let (Some(p), ResolveResult::Bound(Namespace(NS_RDF)), b"resource") =
+            (element_prop, &ns, local.as_ref())
+        {
             found.push((p, value.trim().to_owned()));
         }
     }
@@ -116,9 +129,15 @@ fn attributes(reader: &NsReader<&[u8]>, e: &BytesStart<'_>, element_prop: Option
 /// the content, so all three declare AI. A value that is not the expected JSON is still
 /// reported, without a declaration.
 pub(crate) fn aigc_marker(value: &str, location: &str) -> Marker {
-    let parsed: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(value.trim()).ok();
+    let parsed: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_str(value.trim()).ok();
     let Some(obj) = parsed else {
-        return marker(MarkerKind::Tc260Aigc, false, None, format!("{location} present but not JSON: {value}"));
+        return marker(
+            MarkerKind::Tc260Aigc,
+            false,
+            None,
+            format!("{location} present but not JSON: {value}"),
+        );
     };
     let field = |k: &str| match obj.get(k) {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -129,7 +148,12 @@ pub(crate) fn aigc_marker(value: &str, location: &str) -> Marker {
     let declares = matches!(label.as_str(), "1" | "2" | "3");
     let producer = field("ContentProducer").filter(|s| !s.is_empty());
     let mut evidence = format!("{location} Label={label}");
-    for k in ["ContentProducer", "ProduceID", "ContentPropagator", "PropagateID"] {
+    for k in [
+        "ContentProducer",
+        "ProduceID",
+        "ContentPropagator",
+        "PropagateID",
+    ] {
         if let Some(v) = field(k).filter(|v| !v.is_empty()) {
             evidence.push_str(&format!(" {k}={v}"));
         }
@@ -144,7 +168,10 @@ mod tests {
     fn check(packet: &str, expected: &[(MarkerKind, bool, Option<&str>)]) {
         let mut m = Vec::new();
         read(packet, &mut m);
-        let got: Vec<_> = m.iter().map(|m| (m.kind, m.declares_ai, m.generator.as_deref())).collect();
+        let got: Vec<_> = m
+            .iter()
+            .map(|m| (m.kind, m.declares_ai, m.generator.as_deref()))
+            .collect();
         assert_eq!(got, expected, "{m:?}");
     }
 
@@ -157,36 +184,52 @@ mod tests {
         let iptc = r#"xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/""#;
         let tc = r#"xmlns:TC260="http://www.tc260.org.cn/ns/AIGC/1.0/""#;
         check(
-            &format!(r#"{HEAD}<rdf:Description {iptc} Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"/>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {iptc} Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"/>{TAIL}"#
+            ),
             &[(IptcDigitalSourceType, true, None)],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description {iptc}><Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia</Iptc4xmpExt:DigitalSourceType></rdf:Description>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {iptc}><Iptc4xmpExt:DigitalSourceType>http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia</Iptc4xmpExt:DigitalSourceType></rdf:Description>{TAIL}"#
+            ),
             &[(IptcDigitalSourceType, false, None)],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description {iptc}><Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"/></rdf:Description>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {iptc}><Iptc4xmpExt:DigitalSourceType rdf:resource="http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"/></rdf:Description>{TAIL}"#
+            ),
             &[(IptcDigitalSourceType, true, None)],
         );
         // Prefix does not matter, the namespace does.
         check(
-            &format!(r#"{HEAD}<rdf:Description xmlns:ie="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" ie:DigitalSourceType="trainedAlgorithmicMedia"/>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description xmlns:ie="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" ie:DigitalSourceType="trainedAlgorithmicMedia"/>{TAIL}"#
+            ),
             &[(IptcDigitalSourceType, true, None)],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description xmlns:Iptc4xmpExt="http://example.com/other/" Iptc4xmpExt:DigitalSourceType="trainedAlgorithmicMedia"/>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description xmlns:Iptc4xmpExt="http://example.com/other/" Iptc4xmpExt:DigitalSourceType="trainedAlgorithmicMedia"/>{TAIL}"#
+            ),
             &[],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description {tc} TC260:AIGC="{{&quot;Label&quot;:&quot;1&quot;,&quot;ContentProducer&quot;:&quot;001191110108MA01KP2T5U00000&quot;,&quot;ProduceID&quot;:&quot;abc&quot;}}"/>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {tc} TC260:AIGC="{{&quot;Label&quot;:&quot;1&quot;,&quot;ContentProducer&quot;:&quot;001191110108MA01KP2T5U00000&quot;,&quot;ProduceID&quot;:&quot;abc&quot;}}"/>{TAIL}"#
+            ),
             &[(Tc260Aigc, true, Some("001191110108MA01KP2T5U00000"))],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description {tc}><TC260:AIGC>{{"Label":"3","ContentProducer":""}}</TC260:AIGC></rdf:Description>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {tc}><TC260:AIGC>{{"Label":"3","ContentProducer":""}}</TC260:AIGC></rdf:Description>{TAIL}"#
+            ),
             &[(Tc260Aigc, true, None)],
         );
         check(
-            &format!(r#"{HEAD}<rdf:Description {tc}><TC260:AIGC>not json</TC260:AIGC></rdf:Description>{TAIL}"#),
+            &format!(
+                r#"{HEAD}<rdf:Description {tc}><TC260:AIGC>not json</TC260:AIGC></rdf:Description>{TAIL}"#
+            ),
             &[(Tc260Aigc, false, None)],
         );
         check("<x:xmpmeta><unclosed", &[]);

@@ -1,0 +1,46 @@
+# Listing Guard. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+export KAFKA_BROKERS ?= 127.0.0.1:9092
+
+.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas score clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+demo: ## Run the main job with zero setup (in-process mock Kafka, local image server, sample listings)
+	$(CARGO) run -q -p listing-guard -- demo
+
+test: ## Everything CI runs: format, clippy, unit tests, integration tests against a real broker
+	$(MAKE) lint
+	$(MAKE) unit
+	$(MAKE) broker-up
+	status=0; $(MAKE) integration || status=$$?; $(MAKE) broker-down; exit $$status
+
+lint: ## rustfmt check and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: ## Unit tests, score conformance (shared corpus), schema freshness
+	$(CARGO) test --workspace --exclude integration-tests
+
+integration: build ## End-to-end tests against the broker at KAFKA_BROKERS (start one with broker-up)
+	$(CARGO) test -p integration-tests -- --test-threads=1 --nocapture
+
+build: ## Build the listing-guard binary
+	$(CARGO) build -p listing-guard
+
+broker-install: ## Build the tansu broker into ~/.cache/listing-guard (once; ~10-15 min)
+	scripts/broker.sh install
+
+broker-up: ## Start tansu on 127.0.0.1:9092 with sqlite storage (installs it first if needed)
+	scripts/broker.sh up
+
+broker-down: ## Stop the broker
+	scripts/broker.sh down
+
+schemas: ## Regenerate the JSON Schemas under schemas/
+	$(CARGO) run -q -p listing-guard -- schemas --out schemas
+
+clean: ## Remove build outputs (the cached broker binary stays)
+	$(CARGO) clean
