@@ -302,4 +302,26 @@ mod tests {
         assert!(Settings::load(Some(&dir.join("missing.toml"))).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[test]
+    fn shipped_config_and_policy_load_through_the_real_loader() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let s = Settings::load(Some(&root.join("deploy/config.example.toml"))).unwrap();
+        assert_eq!(
+            s.kafka
+                .librdkafka
+                .get("fetch.wait.max.ms")
+                .map(String::as_str),
+            Some("100")
+        );
+        let mut s = s;
+        s.policy.file = root
+            .join("deploy/policy/default.toml")
+            .display()
+            .to_string();
+        assert_eq!(
+            s.load_policy().unwrap().version(),
+            lg_policy::Policy::default_policy().version()
+        );
+    }
 }

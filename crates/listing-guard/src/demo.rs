@@ -282,13 +282,14 @@ pub async fn run() -> anyhow::Result<()> {
     }
     for dl in &dead {
         println!(
-            "{:<13} {:<8} {:<8} {:<7} {:<42} {}",
+            "{:<13} {:<8} {:<8} {:<7} {:<42} {}: {}",
             "-",
             "-",
             "-",
             "DLQ",
             "malformed event",
-            format!("{}: {}", dl.error_class.as_str(), dl.error_message)
+            dl.error_class.as_str(),
+            dl.error_message
         );
     }
     let count = |a: lg_events::Action| decisions.iter().filter(|d| d.action == a).count();

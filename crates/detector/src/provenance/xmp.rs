@@ -54,10 +54,7 @@ fn properties(packet: &str) -> Vec<(Prop, String)> {
     // (property, depth at which it opened, text collected so far)
     let mut open: Option<(Prop, usize, String)> = None;
     let mut depth = 0usize;
-    loop {
-        let Ok((ns, ev)) = reader.read_resolved_event() else {
-            break;
-        };
+    while let Ok((ns, ev)) = reader.read_resolved_event() {
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let is_start = matches!(ev, Event::Start(_));
