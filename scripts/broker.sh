@@ -69,8 +69,10 @@ down() {
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$STATE/broker.pid"
     echo "broker: stopped"
+  elif pkill -f "tansu broker --listener-url tcp://$ADDR" 2>/dev/null; then
+    echo "broker: stopped (found by command line)"
   else
-    echo "broker: not running (no pid file)"
+    echo "broker: not running"
   fi
 }
 
