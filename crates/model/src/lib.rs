@@ -1,0 +1,4 @@
+//! Listing Guard learned detector.
+
+pub mod arch;
+pub mod metrics;
