@@ -48,8 +48,9 @@ impl Default for DecodeLimits {
 pub trait PixelModel: Send + Sync {
     /// Model name and version, written on every decision.
     fn version(&self) -> &str;
-    /// Scores decoded images in one batch; one score per input, in order.
-    fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<ModelScore>, ModelError>;
+    /// Scores decoded images in one batch; one entry per input, in order (`None` where the
+    /// model cannot score an image, e.g. one too small for it).
+    fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError>;
 }
 
 /// A pixel model failed.
@@ -209,7 +210,7 @@ impl Detector {
                         let mut scores = scores.into_iter();
                         for (a, img) in out.iter_mut().zip(&decoded_images) {
                             if img.is_some() {
-                                a.model = scores.next();
+                                a.model = scores.next().flatten();
                             }
                         }
                     }
@@ -403,15 +404,20 @@ mod tests {
         fn version(&self) -> &str {
             "fixed@1"
         }
-        fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<ModelScore>, ModelError> {
+        fn score_batch(
+            &self,
+            images: &[&DynamicImage],
+        ) -> Result<Vec<Option<ModelScore>>, ModelError> {
             Ok(images
                 .iter()
-                .map(|i| ModelScore {
-                    model_version: "fixed@1".into(),
-                    ai_probability: i.width() as f32 / 200.0,
-                    max_crop_probability: 0.0,
-                    mean_crop_probability: 0.0,
-                    crop_probabilities: vec![],
+                .map(|i| {
+                    Some(ModelScore {
+                        model_version: "fixed@1".into(),
+                        ai_probability: i.width() as f32 / 200.0,
+                        max_crop_probability: 0.0,
+                        mean_crop_probability: 0.0,
+                        crop_probabilities: vec![],
+                    })
                 })
                 .collect())
         }

@@ -23,18 +23,35 @@ const EXPANSION: usize = 4;
 /// A convolution followed by BatchNorm, separate or folded.
 #[derive(Debug, Clone)]
 enum ConvBn {
-    Train { conv: Conv2d, bn: BatchNorm, name: String },
+    Train {
+        conv: Conv2d,
+        bn: BatchNorm,
+        name: String,
+    },
     Folded(Conv2d),
 }
 
 fn conv_cfg(stride: usize, padding: usize) -> Conv2dConfig {
-    Conv2dConfig { stride, padding, ..Default::default() }
+    Conv2dConfig {
+        stride,
+        padding,
+        ..Default::default()
+    }
 }
 
 impl ConvBn {
     /// `conv` and `bn` are the parameter prefixes (e.g. `layer1.0.conv1`, `layer1.0.bn1`).
     #[allow(clippy::too_many_arguments)]
-    fn new(vb: &VarBuilder, conv: &str, bn: &str, cin: usize, cout: usize, k: usize, stride: usize, fold: bool) -> Result<Self> {
+    fn new(
+        vb: &VarBuilder,
+        conv: &str,
+        bn: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        fold: bool,
+    ) -> Result<Self> {
         let cfg = conv_cfg(stride, k / 2);
         if fold {
             let w = vb.pp(conv).get((cout, cin, k, k), "weight")?;
@@ -49,9 +66,18 @@ impl ConvBn {
             Ok(ConvBn::Folded(Conv2d::new(w, Some(bias), cfg)))
         } else {
             let c = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb.pp(conv))?;
-            let bnc = BatchNormConfig { eps: BN_EPS, remove_mean: true, affine: true, momentum: 0.1 };
+            let bnc = BatchNormConfig {
+                eps: BN_EPS,
+                remove_mean: true,
+                affine: true,
+                momentum: 0.1,
+            };
             let n = candle_nn::batch_norm(cout, bnc, vb.pp(bn))?;
-            Ok(ConvBn::Train { conv: c, bn: n, name: bn.to_owned() })
+            Ok(ConvBn::Train {
+                conv: c,
+                bn: n,
+                name: bn.to_owned(),
+            })
         }
     }
 
@@ -78,11 +104,27 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(vb: &VarBuilder, prefix: &str, cin: usize, planes: usize, stride: usize, fold: bool) -> Result<Self> {
+    fn new(
+        vb: &VarBuilder,
+        prefix: &str,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+        fold: bool,
+    ) -> Result<Self> {
         let p = |s: &str| format!("{prefix}.{s}");
         let out = planes * EXPANSION;
         let downsample = if stride != 1 || cin != out {
-            Some(ConvBn::new(vb, &p("downsample.0"), &p("downsample.1"), cin, out, 1, stride, fold)?)
+            Some(ConvBn::new(
+                vb,
+                &p("downsample.0"),
+                &p("downsample.1"),
+                cin,
+                out,
+                1,
+                stride,
+                fold,
+            )?)
         } else {
             None
         };
@@ -123,7 +165,14 @@ impl Npr {
         for (li, (planes, n, stride)) in LAYERS.iter().enumerate() {
             for bi in 0..*n {
                 let s = if bi == 0 { *stride } else { 1 };
-                blocks.push(Bottleneck::new(vb, &format!("layer{}.{bi}", li + 1), cin, *planes, s, fold)?);
+                blocks.push(Bottleneck::new(
+                    vb,
+                    &format!("layer{}.{bi}", li + 1),
+                    cin,
+                    *planes,
+                    s,
+                    fold,
+                )?);
                 cin = planes * EXPANSION;
             }
         }
@@ -147,7 +196,10 @@ impl Npr {
         let mut out = Vec::new();
         self.stem.batch_norms(&mut out);
         for b in &self.blocks {
-            for c in [&b.c1, &b.c2, &b.c3].into_iter().chain(b.downsample.as_ref()) {
+            for c in [&b.c1, &b.c2, &b.c3]
+                .into_iter()
+                .chain(b.downsample.as_ref())
+            {
                 c.batch_norms(&mut out);
             }
         }
@@ -162,7 +214,10 @@ impl Npr {
         let x = self.stem.forward_t(&x, train)?.relu()?;
         // Max-pool 3x3, stride 2, padding 1. Inputs are post-ReLU (>= 0), so zero padding is
         // the same as PyTorch's -inf padding.
-        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        let x = x
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
         let mut x = x;
         for b in &self.blocks {
             x = b.forward_t(&x, train)?;
@@ -205,7 +260,11 @@ mod tests {
         let x = Tensor::zeros((2, 3, 64, 64), DTYPE, &Device::Cpu).unwrap();
         let train = Npr::train(&vb).unwrap();
         assert_eq!(train.forward_t(&x, false).unwrap().dims(), &[2]);
-        assert_eq!(train.batch_norms().len(), 1 + 3 * 7 + 2, "stem + 3 per block + 2 downsamples");
+        assert_eq!(
+            train.batch_norms().len(),
+            1 + 3 * 7 + 2,
+            "stem + 3 per block + 2 downsamples"
+        );
         // Folding needs running_var > 0; zeros would divide by sqrt(eps) but stay finite.
         let folded = Npr::folded(&vb).unwrap();
         assert_eq!(folded.forward_t(&x, false).unwrap().dims(), &[2]);
@@ -229,9 +288,11 @@ mod tests {
         // Give BatchNorm non-trivial statistics, then build both graphs from them.
         for (name, v) in vm.data().lock().unwrap().iter() {
             if name.ends_with("running_mean") || name.ends_with("bias") {
-                v.set(&(v.as_tensor().ones_like().unwrap() * 0.05).unwrap()).unwrap();
+                v.set(&(v.as_tensor().ones_like().unwrap() * 0.05).unwrap())
+                    .unwrap();
             } else if name.ends_with("running_var") {
-                v.set(&(v.as_tensor().ones_like().unwrap() * 1.7).unwrap()).unwrap();
+                v.set(&(v.as_tensor().ones_like().unwrap() * 1.7).unwrap())
+                    .unwrap();
             }
         }
         let net = Npr::train(&VarBuilder::from_varmap(&vm, DTYPE, &dev)).unwrap();
@@ -239,7 +300,14 @@ mod tests {
         let a = net.forward_t(&x, false).unwrap();
         let folded = Npr::folded(&VarBuilder::from_varmap(&vm, DTYPE, &dev)).unwrap();
         let b = folded.forward_t(&x, false).unwrap();
-        let diff = (a - b).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-3, "folded and unfolded differ by {diff}");
     }
 
@@ -249,9 +317,26 @@ mod tests {
         let dev = Device::Cpu;
         let base = Tensor::randn(0f32, 1.0, (1, 3, 4, 4), &dev).unwrap();
         let blocky = base.upsample_nearest2d(8, 8).unwrap();
-        let r = npr_residual(&blocky).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let r = npr_residual(&blocky)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(r, 0.0);
         let noisy = Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev).unwrap();
-        assert!(npr_residual(&noisy).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        assert!(
+            npr_residual(&noisy)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
     }
 }

@@ -1,4 +1,13 @@
-//! Listing Guard learned detector.
+//! Listing Guard learned detector: an NPR-style forensic CNN in candle.
+//!
+//! - [`arch`]: the network, trainable or with BatchNorm folded for inference.
+//! - [`infer`]: crops, batching, calibrated scores; implements [`lg_detector::PixelModel`].
+//! - [`card`]: `model.json` and hash-checked loading.
+//! - [`calibrate`]: Platt scaling.
+//! - [`metrics`]: AP, ROC-AUC, TPR at a fixed FPR, accuracy, ECE.
 
 pub mod arch;
+pub mod calibrate;
+pub mod card;
+pub mod infer;
 pub mod metrics;

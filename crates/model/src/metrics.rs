@@ -12,7 +12,11 @@
 /// Sorts indices by descending score, negatives first among equal scores.
 fn ranked(scores: &[f64], labels: &[bool]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(labels[a].cmp(&labels[b])));
+    idx.sort_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then(labels[a].cmp(&labels[b]))
+    });
     idx
 }
 
@@ -37,12 +41,24 @@ pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
 /// ROC AUC; `None` unless both classes are present.
 pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
     assert_eq!(scores.len(), labels.len());
-    let class = |want: bool| scores.iter().zip(labels).filter(move |(_, &l)| l == want).map(|(&s, _)| s);
+    let class = |want: bool| {
+        scores
+            .iter()
+            .zip(labels)
+            .filter(move |(_, &l)| l == want)
+            .map(|(&s, _)| s)
+    };
     let (mut wins, mut pairs) = (0.0, 0.0);
     for p in class(true) {
         for n in class(false) {
             pairs += 1.0;
-            wins += if p > n { 1.0 } else if p == n { 0.5 } else { 0.0 };
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
         }
     }
     (pairs > 0.0).then(|| wins / pairs)
@@ -81,7 +97,11 @@ pub fn accuracy_at(scores: &[f64], labels: &[bool], threshold: f64) -> Option<f6
     if scores.is_empty() {
         return None;
     }
-    let right = scores.iter().zip(labels).filter(|(s, l)| (**s >= threshold) == **l).count();
+    let right = scores
+        .iter()
+        .zip(labels)
+        .filter(|(s, l)| (**s >= threshold) == **l)
+        .count();
     Some(right as f64 / scores.len() as f64)
 }
 
@@ -103,7 +123,10 @@ pub fn expected_calibration_error(probs: &[f64], labels: &[bool], bins: usize) -
     Some(
         (0..bins)
             .filter(|&b| count[b] > 0)
-            .map(|b| (count[b] as f64 / n) * (hits[b] / count[b] as f64 - conf[b] / count[b] as f64).abs())
+            .map(|b| {
+                (count[b] as f64 / n)
+                    * (hits[b] / count[b] as f64 - conf[b] / count[b] as f64).abs()
+            })
             .sum(),
     )
 }
@@ -155,7 +178,13 @@ mod tests {
         close(accuracy_at(&S, &L, 0.65), 4.0 / 6.0);
         // Two bins: [0, .5): p=0.4(-) ; [.5, 1]: 0.9+,0.8-,0.7+,0.6+,0.5-.
         // Bin 0: acc 0, conf 0.4 -> |0-0.4|*1/6. Bin 1: acc 3/5, conf 0.7 -> |0.6-0.7|*5/6.
-        close(expected_calibration_error(&S, &L, 2), 0.4 / 6.0 + 0.1 * 5.0 / 6.0);
-        close(expected_calibration_error(&[1.0, 0.0], &[true, false], 10), 0.0);
+        close(
+            expected_calibration_error(&S, &L, 2),
+            0.4 / 6.0 + 0.1 * 5.0 / 6.0,
+        );
+        close(
+            expected_calibration_error(&[1.0, 0.0], &[true, false], 10),
+            0.0,
+        );
     }
 }

@@ -1,0 +1,208 @@
+//! Inference: crops (never resized), a folded network, calibrated probabilities.
+//!
+//! Up-sampling traces live at the pixel level and resizing destroys them, so an image is scored
+//! on up to `crops_per_image` full-resolution crops of `crop_size` (a grid spread over the
+//! image). An image smaller than one crop is scored whole (trimmed to even sides). The image
+//! logit is the mean crop logit; its calibrated probability is the image's `ai_probability`.
+//! Per-crop probabilities are kept as a coarse heatmap.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use image::DynamicImage;
+use lg_detector::{ModelError, PixelModel};
+use lg_events::ModelScore;
+
+use crate::arch::{Npr, DTYPE};
+use crate::card::{ModelCard, ModelLoadError};
+
+/// Smallest side scored (the network downsamples 16×).
+pub const MIN_SIDE: u32 = 32;
+
+/// Crop rectangles `(x, y, w, h)` for an image of `w × h`.
+pub fn crop_boxes(w: u32, h: u32, size: u32, n: u32) -> Vec<(u32, u32, u32, u32)> {
+    if w < size || h < size {
+        let (cw, ch) = (w.min(size) & !1, h.min(size) & !1);
+        if cw < MIN_SIDE || ch < MIN_SIDE {
+            return Vec::new();
+        }
+        return vec![((w - cw) / 2, (h - ch) / 2, cw, ch)];
+    }
+    // A near-square grid of n positions spread from edge to edge (centre first when n = 1).
+    let n = n.max(1);
+    let cols = (f64::from(n).sqrt().ceil() as u32).max(1);
+    let rows = n.div_ceil(cols);
+    let pos = |i: u32, k: u32, span: u32| if k == 1 { span / 2 } else { span * i / (k - 1) };
+    let mut out = Vec::with_capacity(n as usize);
+    for r in 0..rows {
+        for c in 0..cols {
+            if out.len() as u32 == n {
+                break;
+            }
+            out.push((pos(c, cols, w - size), pos(r, rows, h - size), size, size));
+        }
+    }
+    out
+}
+
+/// Normalised CHW tensor of one crop.
+pub fn crop_tensor(
+    img: &image::RgbImage,
+    b: (u32, u32, u32, u32),
+    mean: [f32; 3],
+    std: [f32; 3],
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
+    let (x0, y0, w, h) = b;
+    let mut data = vec![0f32; (3 * w * h) as usize];
+    let plane = (w * h) as usize;
+    for y in 0..h {
+        for x in 0..w {
+            let p = img.get_pixel(x0 + x, y0 + y).0;
+            let i = (y * w + x) as usize;
+            for c in 0..3 {
+                data[c * plane + i] = (f32::from(p[c]) / 255.0 - mean[c]) / std[c];
+            }
+        }
+    }
+    Tensor::from_vec(data, (3, h as usize, w as usize), dev)
+}
+
+/// The loaded detector.
+#[derive(Debug)]
+pub struct NprDetector {
+    net: Npr,
+    card: ModelCard,
+    version: String,
+    device: Device,
+    /// Crops per forward pass.
+    pub max_batch: usize,
+}
+
+impl NprDetector {
+    /// Loads `dir/model.json` and its weights (hash-checked), folding BatchNorm.
+    pub fn load(dir: &Path, device: Device) -> Result<Self, ModelLoadError> {
+        let (card, weights) = ModelCard::load(dir)?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
+        let net = Npr::folded(&vb)?;
+        Ok(Self {
+            net,
+            version: card.version(),
+            card,
+            device,
+            max_batch: 32,
+        })
+    }
+
+    /// From an already built network (tests, training).
+    pub fn from_parts(net: Npr, card: ModelCard, device: Device) -> Self {
+        Self {
+            net,
+            version: card.version(),
+            card,
+            device,
+            max_batch: 32,
+        }
+    }
+
+    /// The model card.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Raw crop logits per image, in order (empty for images too small to score).
+    pub fn crop_logits(&self, images: &[&DynamicImage]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let spec = &self.card.input;
+        let norm = &self.card.normalisation;
+        // Crops of the same size go through the network together.
+        let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(usize, Tensor)>> =
+            Default::default();
+        for (i, img) in images.iter().enumerate() {
+            let rgb = img.to_rgb8();
+            for b in crop_boxes(
+                rgb.width(),
+                rgb.height(),
+                spec.crop_size,
+                spec.crops_per_image,
+            ) {
+                groups
+                    .entry((b.2, b.3))
+                    .or_default()
+                    .push((i, crop_tensor(&rgb, b, norm.mean, norm.std, &self.device)?));
+            }
+        }
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
+        for crops in groups.values() {
+            for chunk in crops.chunks(self.max_batch.max(1)) {
+                let batch =
+                    Tensor::stack(&chunk.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), 0)?;
+                let logits: Vec<f32> = self.net.forward_t(&batch, false)?.to_vec1()?;
+                for ((i, _), l) in chunk.iter().zip(logits) {
+                    out[*i].push(l);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns crop logits into a score.
+    pub fn score_from_logits(&self, logits: &[f32]) -> Option<ModelScore> {
+        if logits.is_empty() {
+            return None;
+        }
+        let cal = &self.card.calibration;
+        let probs: Vec<f32> = logits
+            .iter()
+            .map(|&z| cal.probability(f64::from(z)) as f32)
+            .collect();
+        let mean_logit = logits.iter().map(|&z| f64::from(z)).sum::<f64>() / logits.len() as f64;
+        Some(ModelScore {
+            model_version: self.version.clone(),
+            ai_probability: cal.probability(mean_logit) as f32,
+            max_crop_probability: probs.iter().copied().fold(0.0, f32::max),
+            mean_crop_probability: probs.iter().sum::<f32>() / probs.len() as f32,
+            crop_probabilities: probs,
+        })
+    }
+}
+
+impl PixelModel for NprDetector {
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError> {
+        let logits = self
+            .crop_logits(images)
+            .map_err(|e| ModelError(e.to_string()))?;
+        Ok(logits.iter().map(|l| self.score_from_logits(l)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_cover_the_image_without_resizing() {
+        let b = crop_boxes(1000, 600, 224, 5);
+        assert_eq!(b.len(), 5);
+        for &(x, y, w, h) in &b {
+            assert_eq!((w, h), (224, 224));
+            assert!(x + w <= 1000 && y + h <= 600);
+        }
+        assert_eq!(b[0], (0, 0, 224, 224), "grid starts at a corner");
+        assert!(
+            b.iter().any(|&(x, _, _, _)| x == 1000 - 224),
+            "and reaches the far edge"
+        );
+        assert_eq!(crop_boxes(224, 224, 224, 1), vec![(0, 0, 224, 224)]);
+        assert_eq!(
+            crop_boxes(101, 77, 224, 5),
+            vec![(0, 0, 100, 76)],
+            "small images whole, even sides"
+        );
+        assert!(crop_boxes(20, 500, 224, 5).is_empty(), "too small to score");
+    }
+}
