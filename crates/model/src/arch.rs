@@ -214,17 +214,50 @@ impl Npr {
         let x = self.stem.forward_t(&x, train)?.relu()?;
         // Max-pool 3x3, stride 2, padding 1. Inputs are post-ReLU (>= 0), so zero padding is
         // the same as PyTorch's -inf padding.
-        let x = x
-            .pad_with_zeros(2, 1, 1)?
-            .pad_with_zeros(3, 1, 1)?
-            .max_pool2d_with_stride(3, 2)?;
-        let mut x = x;
+        let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+        let mut x = if train {
+            max_pool_3s2_differentiable(&padded)?
+        } else {
+            padded.max_pool2d_with_stride(3, 2)?
+        };
         for b in &self.blocks {
             x = b.forward_t(&x, train)?;
         }
         let x = x.mean(D::Minus1)?.mean(D::Minus1)?;
         self.fc.forward(&x)?.squeeze(1)
     }
+}
+
+/// 3×3 stride-2 max-pool of an already padded input, built from slices and `maximum` so that
+/// autograd can differentiate it (candle's pooling backward needs kernel = stride).
+fn max_pool_3s2_differentiable(padded: &Tensor) -> Result<Tensor> {
+    let (b, c, hp, wp) = padded.dims4()?;
+    let (ho, wo) = ((hp - 3) / 2 + 1, (wp - 3) / 2 + 1);
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        for dx in 0..3 {
+            // Rows dy, dy+2, ..., dy+2(ho-1): take 2*ho rows from dy and keep every other one.
+            let rows = (2 * ho).min(hp - dy);
+            let cols = (2 * wo).min(wp - dx);
+            let mut v = padded.narrow(2, dy, rows)?.narrow(3, dx, cols)?;
+            if rows < 2 * ho {
+                v = v.pad_with_zeros(2, 0, 2 * ho - rows)?;
+            }
+            if cols < 2 * wo {
+                v = v.pad_with_zeros(3, 0, 2 * wo - cols)?;
+            }
+            let v = v
+                .reshape((b, c, ho, 2, wo, 2))?
+                .narrow(3, 0, 1)?
+                .narrow(5, 0, 1)?
+                .reshape((b, c, ho, wo))?;
+            out = Some(match out {
+                None => v,
+                Some(m) => m.maximum(&v)?,
+            });
+        }
+    }
+    Ok(out.expect("nine windows"))
 }
 
 /// `x − up(down(x, ½))` with nearest-neighbour resampling: the neighbouring-pixel residual that
@@ -309,6 +342,34 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "folded and unfolded differ by {diff}");
+    }
+
+    #[test]
+    fn differentiable_pool_matches_native() {
+        let dev = Device::Cpu;
+        for (h, w) in [(8, 8), (16, 12), (7, 9)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &dev)
+                .unwrap()
+                .relu()
+                .unwrap();
+            let p = x
+                .pad_with_zeros(2, 1, 1)
+                .unwrap()
+                .pad_with_zeros(3, 1, 1)
+                .unwrap();
+            let a = p.max_pool2d_with_stride(3, 2).unwrap();
+            let b = max_pool_3s2_differentiable(&p).unwrap();
+            assert_eq!(a.dims(), b.dims());
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{h}x{w}");
+        }
     }
 
     #[test]

@@ -5,9 +5,15 @@
 //! - [`card`]: `model.json` and hash-checked loading.
 //! - [`calibrate`]: Platt scaling.
 //! - [`metrics`]: AP, ROC-AUC, TPR at a fixed FPR, accuracy, ECE.
+//! - [`data`]: datasets on disk and the augmentation pipeline.
+//! - [`train`]: seeded training with AdamW, calibration and the model card.
+//! - [`eval`]: evaluation reports, clean and perturbed, per generator.
 
 pub mod arch;
 pub mod calibrate;
 pub mod card;
+pub mod data;
+pub mod eval;
 pub mod infer;
 pub mod metrics;
+pub mod train;
