@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas score clean
+.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas clean bench-model train-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -44,3 +44,12 @@ schemas: ## Regenerate the JSON Schemas under schemas/
 
 clean: ## Remove build outputs (the cached broker binary stays)
 	$(CARGO) clean
+
+bench-model: ## Model throughput: candle (CPU, 2 threads) vs ONNX Runtime on the same weights
+	test -x target/bench-venv/bin/python || python3 -m venv target/bench-venv
+	target/bench-venv/bin/python -m pip install --quiet numpy onnx onnxruntime safetensors
+	RAYON_NUM_THREADS=2 $(CARGO) bench -p lg-benches --bench model
+
+train-model: ## Rebuild the shipped model from the shared data (models/prepare_data.sh, then train)
+	models/prepare_data.sh target/train-data
+	$(CARGO) run --release -p listing-guard -- train --data target/train-data --out models/npr-small --steps 300 --batch 16

@@ -11,6 +11,23 @@ use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+/// Name of the model shipped under `models/`.
+pub const SHIPPED_MODEL: &str = "models/npr-small";
+
+/// The shipped model's directory, if present: relative to the working directory first, then to
+/// the source tree this binary was built from.
+pub fn shipped_model_dir() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::path::PathBuf::from(SHIPPED_MODEL),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(SHIPPED_MODEL),
+    ];
+    candidates
+        .into_iter()
+        .find(|d| d.join(lg_model::card::CARD_FILE).is_file())
+}
+
 /// The compiled-in defaults.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
 
@@ -103,6 +120,8 @@ pub struct DetectorSettings {
     pub linger_ms: u64,
     /// Parallel batches.
     pub workers: usize,
+    /// Learned model directory; empty for none.
+    pub model_dir: String,
 }
 
 /// Policy settings.
@@ -241,6 +260,20 @@ impl Settings {
             min_dimension: self.decode.min_dimension,
             max_alloc_bytes: self.decode.max_alloc_bytes,
         }
+    }
+
+    /// The detector: decode limits plus the learned model when `detector.model_dir` is set.
+    pub fn detector(&self) -> anyhow::Result<lg_detector::Detector> {
+        let d = lg_detector::Detector::new(self.decode_limits());
+        if self.detector.model_dir.is_empty() {
+            return Ok(d);
+        }
+        let m = lg_model::infer::NprDetector::load(
+            Path::new(&self.detector.model_dir),
+            lg_model::device()?,
+        )
+        .with_context(|| format!("detector.model_dir: loading {}", self.detector.model_dir))?;
+        Ok(d.with_model(std::sync::Arc::new(m)))
     }
 
     /// Validation limits.

@@ -168,6 +168,13 @@ pub async fn run() -> anyhow::Result<()> {
     settings.fetch.allowed_networks = vec!["127.0.0.1/32".into()];
     settings.fetch.max_attempts = 2;
     settings.fetch.backoff_initial_ms = 20;
+    match crate::config::shipped_model_dir() {
+        Some(d) => settings.detector.model_dir = d.display().to_string(),
+        None => println!(
+            "note: no shipped model under {}; metadata signals only",
+            crate::config::SHIPPED_MODEL
+        ),
+    }
     let k = settings.kafka.clone();
     for t in [
         &k.input_topic,
@@ -282,11 +289,12 @@ pub async fn run() -> anyhow::Result<()> {
     }
     for dl in &dead {
         println!(
-            "{:<13} {:<8} {:<8} {:<7} {:<42} {}: {}",
+            "{:<13} {:<8} {:<8} {:<7} {:<5} {:<42} {}: {}",
             "-",
             "-",
             "-",
             "DLQ",
+            "-",
             "malformed event",
             dl.error_class.as_str(),
             dl.error_message

@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod detect_service;
 pub mod fixtures;
+pub mod modelcmd;
 pub mod pipeline;
 pub mod process;
 pub mod score;

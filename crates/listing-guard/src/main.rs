@@ -33,6 +33,41 @@ enum Command {
         /// Image files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Learned model directory (overrides detector.model_dir; default: the shipped model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Metadata only: do not run the learned model.
+        #[arg(long, conflicts_with = "model")]
+        no_model: bool,
+        /// Config file (for decode limits and detector.model_dir).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Train the learned detector on a folder with real/ and ai/ subfolders.
+    Train(listing_guard::modelcmd::TrainArgs),
+    /// Write B-Free-style pairs: each real/ photo reconstructed by a self-trained decoder, into ai/bfree/.
+    MakePairs {
+        /// Folder with real/ (and ai/) subfolders.
+        #[arg(long)]
+        data: PathBuf,
+        /// Decoder training steps.
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+    },
+    /// Evaluate a model on a labelled folder (real/, ai/[generator/]); prints and writes a JSON report.
+    Eval {
+        /// Folder with real/ and ai/ subfolders.
+        #[arg(long)]
+        data: PathBuf,
+        /// Model directory.
+        #[arg(long, default_value = "models/npr-small")]
+        model: PathBuf,
+        /// Where to write the JSON report.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Write the JSON Schemas of the wire contracts.
     Schemas {
@@ -67,15 +102,43 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(listing_guard::demo::run())?;
         }
-        Command::Score { files } => {
-            let settings = Settings::load(None)?;
-            let detector = lg_detector::Detector::new(settings.decode_limits());
+        Command::Score {
+            files,
+            model,
+            no_model,
+            config,
+        } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            if no_model {
+                settings.detector.model_dir.clear();
+            } else if let Some(m) = model.or_else(|| {
+                settings
+                    .detector
+                    .model_dir
+                    .is_empty()
+                    .then(listing_guard::config::shipped_model_dir)
+                    .flatten()
+            }) {
+                settings.detector.model_dir = m.display().to_string();
+            }
+            let detector = settings.detector()?;
             let mut out = std::io::stdout().lock();
             for f in files {
                 let line = listing_guard::score::score_file(&detector, &f);
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
             }
+        }
+        Command::Train(args) => listing_guard::modelcmd::train(&args)?,
+        Command::MakePairs { data, steps, seed } => {
+            listing_guard::modelcmd::make_pairs(&data, steps, seed)?
+        }
+        Command::Eval {
+            data,
+            model,
+            report,
+        } => {
+            listing_guard::modelcmd::eval(&data, &model, report.as_deref())?;
         }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

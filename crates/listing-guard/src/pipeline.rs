@@ -47,7 +47,7 @@ pub struct RunStats {
 /// Builds the processor from settings.
 pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
     let fetcher = lg_ingest::fetch::ImageFetcher::new(settings.fetch_config()?)?;
-    let detector = lg_detector::Detector::new(settings.decode_limits());
+    let detector = settings.detector()?;
     let handle = DetectorHandle::spawn(
         detector,
         settings.detector.batch_size,

@@ -6,9 +6,10 @@ use std::process::Command;
 use listing_guard::fixtures::Fixture;
 use serde_json::Value;
 
-fn score(paths: &[PathBuf]) -> Vec<Value> {
+fn score_with(flags: &[&str], paths: &[PathBuf]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_listing-guard"))
         .arg("score")
+        .args(flags)
         .args(paths)
         .output()
         .expect("runs");
@@ -24,6 +25,11 @@ fn score(paths: &[PathBuf]) -> Vec<Value> {
         .collect();
     assert_eq!(lines.len(), paths.len(), "one JSON line per file");
     lines
+}
+
+/// Metadata only (fast, and what these conformance tests are about).
+fn score(paths: &[PathBuf]) -> Vec<Value> {
+    score_with(&["--no-model"], paths)
 }
 
 fn markers(v: &Value) -> Vec<(String, bool, Option<String>)> {
@@ -72,7 +78,7 @@ fn fixtures_report_their_markers() {
         assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
         assert!(
             v["ai_probability"].is_null() && v["model"].is_null(),
-            "no model yet"
+            "--no-model leaves the model fields null"
         );
         let expect = match f {
             Fixture::CleanJpeg | Fixture::CleanPng => markers(v).is_empty(),
@@ -101,6 +107,65 @@ fn fixtures_report_their_markers() {
             .unwrap()
             .contains("cannot read file"),
         "{missing}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shipped_model_fills_the_model_fields() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/npr-small");
+    assert!(
+        model.join("model.json").is_file(),
+        "the shipped model is missing at {}",
+        model.display()
+    );
+    let dir = std::env::temp_dir().join(format!("lg-score-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.png");
+    std::fs::write(
+        &big,
+        listing_guard::fixtures::png(&listing_guard::fixtures::photo(500, 300, 1)),
+    )
+    .unwrap();
+    let small = dir.join("small.jpg");
+    std::fs::write(&small, Fixture::CleanJpeg.bytes(2)).unwrap();
+    let tiny = dir.join("tiny.png");
+    std::fs::write(
+        &tiny,
+        listing_guard::fixtures::png(&listing_guard::fixtures::photo(20, 20, 3)),
+    )
+    .unwrap();
+    let lines = score_with(&["--model", model.to_str().unwrap()], &[big, small, tiny]);
+    for v in &lines[..2] {
+        let p = v["ai_probability"].as_f64().expect("probability present");
+        assert!((0.0..=1.0).contains(&p), "{v}");
+        assert!(v["model"]["model_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("npr-small@sha256:"));
+    }
+    // 500x300: a 5-crop grid of 224x224 crops; 256x192: one whole-image crop.
+    assert_eq!(
+        lines[0]["model"]["crop_probabilities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        lines[1]["model"]["crop_probabilities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // 20x20 decodes (over the 16 px minimum) but is under the network's 32 px: no model score.
+    assert!(
+        lines[2]["model"].is_null()
+            && lines[2]["ai_probability"].is_null()
+            && lines[2]["error"].is_null(),
+        "{}",
+        lines[2]
     );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -269,12 +269,12 @@ pub fn npr_residual(x: &Tensor) -> Result<Tensor> {
     x - up
 }
 
-/// Number of parameters of the trainable graph (for the model card).
+/// Number of trainable parameters (BatchNorm running statistics excluded).
 pub fn parameter_count(varmap: &candle_nn::VarMap) -> usize {
-    varmap
-        .all_vars()
-        .iter()
-        .map(|v| v.as_tensor().elem_count())
+    let data = varmap.data().lock().expect("varmap lock");
+    data.iter()
+        .filter(|(k, _)| !k.ends_with("running_mean") && !k.ends_with("running_var"))
+        .map(|(_, v)| v.as_tensor().elem_count())
         .sum()
 }
 
@@ -309,8 +309,8 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DTYPE, &Device::Cpu);
         Npr::train(&vb).unwrap();
         let n = parameter_count(&vm);
-        // 1.44 M trainable parameters plus BatchNorm running statistics.
-        assert!((1_430_000..1_460_000).contains(&n), "{n}");
+        // NPR's reference figure is about 1.44 M trainable parameters.
+        assert!((1_400_000..1_460_000).contains(&n), "{n}");
     }
 
     #[test]

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// Smallest slope kept.
 const MIN_A: f64 = 1e-3;
+/// Largest slope kept: beyond this a small split is being separated, not calibrated.
+const MAX_A: f64 = 1e3;
+/// Weak Gaussian prior on (a, b) around (1, 0): keeps the fit finite on separable splits.
+const PRIOR: f64 = 1e-3;
 
 /// Calibration parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,12 +53,27 @@ impl Platt {
         }
         let t_pos = (pos + 1.0) / (pos + 2.0);
         let t_neg = 1.0 / (neg + 2.0);
+        let targets: Vec<f64> = labels
+            .iter()
+            .map(|&l| if l { t_pos } else { t_neg })
+            .collect();
+        let loss = |a: f64, b: f64| -> f64 {
+            let nll: f64 = logits
+                .iter()
+                .zip(&targets)
+                .map(|(&z, &t)| {
+                    let p = sigmoid(a * z + b).clamp(1e-12, 1.0 - 1e-12);
+                    -(t * p.ln() + (1.0 - t) * (1.0 - p).ln())
+                })
+                .sum();
+            nll + PRIOR * ((a - 1.0).powi(2) + b * b)
+        };
         let (mut a, mut b) = (1.0, 0.0);
+        let mut current = loss(a, b);
         for _ in 0..100 {
-            // Gradient and Hessian of the negative log-likelihood (plus a tiny ridge).
-            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
-            for (&z, &l) in logits.iter().zip(labels) {
-                let t = if l { t_pos } else { t_neg };
+            let (mut ga, mut gb) = (2.0 * PRIOR * (a - 1.0), 2.0 * PRIOR * b);
+            let (mut haa, mut hab, mut hbb) = (2.0 * PRIOR, 0.0, 2.0 * PRIOR);
+            for (&z, &t) in logits.iter().zip(&targets) {
                 let p = sigmoid(a * z + b);
                 let d = p - t;
                 let w = p * (1.0 - p);
@@ -70,13 +89,26 @@ impl Platt {
             }
             let da = (hbb * ga - hab * gb) / det;
             let db = (haa * gb - hab * ga) / det;
-            a -= da;
-            b -= db;
-            if da.abs() < 1e-10 && db.abs() < 1e-10 {
+            // Backtracking: take the largest step (1, 1/2, 1/4, ...) that lowers the loss.
+            let mut step = 1.0;
+            let mut improved = false;
+            while step > 1e-6 {
+                let (na, nb) = (a - step * da, b - step * db);
+                let l = loss(na, nb);
+                if l < current {
+                    (a, b, current, improved) = (na, nb, l, true);
+                    break;
+                }
+                step /= 2.0;
+            }
+            if !improved || (da.abs() < 1e-10 && db.abs() < 1e-10) {
                 break;
             }
         }
-        Self { a: a.max(MIN_A), b }
+        Self {
+            a: a.clamp(MIN_A, MAX_A),
+            b,
+        }
     }
 }
 
@@ -120,5 +152,14 @@ mod tests {
         let backwards: Vec<bool> = labels.iter().map(|l| !l).collect();
         assert!(Platt::fit(&logits, &backwards).a > 0.0);
         assert_eq!(Platt::fit(&[1.0, 2.0], &[true, true]), Platt::default());
+        // A perfectly separable split stays finite and monotonic.
+        let sep = Platt::fit(
+            &[-3.0, -2.0, -1.0, 1.0, 2.0, 3.0],
+            &[false, false, false, true, true, true],
+        );
+        assert!(
+            sep.a.is_finite() && sep.a > 0.0 && sep.a <= 1e3 && sep.b.is_finite(),
+            "{sep:?}"
+        );
     }
 }

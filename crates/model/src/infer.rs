@@ -106,6 +106,11 @@ impl NprDetector {
         }
     }
 
+    /// Logits for a normalised batch `(n, 3, h, w)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.net.forward_t(x, false)
+    }
+
     /// The model card.
     pub fn card(&self) -> &ModelCard {
         &self.card

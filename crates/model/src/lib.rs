@@ -8,8 +8,10 @@
 //! - [`data`]: datasets on disk and the augmentation pipeline.
 //! - [`train`]: seeded training with AdamW, calibration and the model card.
 //! - [`eval`]: evaluation reports, clean and perturbed, per generator.
+//! - [`bfree`]: B-Free-style pairs: real photos reconstructed through a self-trained decoder.
 
 pub mod arch;
+pub mod bfree;
 pub mod calibrate;
 pub mod card;
 pub mod data;
@@ -17,3 +19,15 @@ pub mod eval;
 pub mod infer;
 pub mod metrics;
 pub mod train;
+
+/// The device models run on: CUDA device 0 when built with the `cuda` feature, else the CPU.
+pub fn device() -> candle_core::Result<candle_core::Device> {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::Device::new_cuda(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(candle_core::Device::Cpu)
+    }
+}
