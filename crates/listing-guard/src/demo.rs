@@ -222,7 +222,24 @@ pub async fn run() -> anyhow::Result<()> {
     let mut labels: Vec<LabelEvent> = Vec::new();
     let mut dead: Vec<DeadLetter> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while decisions.len() < samples.len() || dead.is_empty() {
+    // Labels travel on their own topic and may arrive after the decisions: one is due for every
+    // AI image of a listing that is not blocked.
+    let labels_due = |ds: &[ModerationDecision]| -> usize {
+        ds.iter()
+            .filter(|d| d.action != lg_events::Action::Block)
+            .flat_map(|d| d.images.iter())
+            .filter(|i| {
+                i.reasons.iter().any(|r| {
+                    r.code == lg_policy::codes::AI_DECLARED_METADATA
+                        || r.code == lg_policy::codes::AI_DETECTED_MODEL
+                })
+            })
+            .count()
+    };
+    while decisions.len() < samples.len()
+        || dead.is_empty()
+        || labels.len() < labels_due(&decisions)
+    {
         let msg = match tokio::time::timeout_at(deadline, reader.recv()).await {
             Ok(m) => m?,
             Err(_) => anyhow::bail!(
@@ -246,8 +263,8 @@ pub async fn run() -> anyhow::Result<()> {
     decisions.sort_by(|a, b| a.event_id.cmp(&b.event_id));
     println!();
     println!(
-        "{:<13} {:<8} {:<8} {:<7} {:<42} reasons",
-        "event", "market", "category", "action", "sample"
+        "{:<13} {:<8} {:<8} {:<7} {:<5} {:<42} reasons",
+        "event", "market", "category", "action", "p(AI)", "sample"
     );
     println!("{}", "-".repeat(130));
     for (d, s) in decisions.iter().zip(&samples) {
@@ -271,12 +288,18 @@ pub async fn run() -> anyhow::Result<()> {
             .images
             .iter()
             .find_map(|i| i.failure.as_ref().map(|f| f.class.clone()));
+        let p_ai = d
+            .images
+            .iter()
+            .find_map(|i| i.signals.model.as_ref())
+            .map_or_else(|| "-".to_owned(), |m| format!("{:.2}", m.ai_probability));
         println!(
-            "{:<13} {:<8} {:<8} {:<7} {:<42} {}{}{}",
+            "{:<13} {:<8} {:<8} {:<7} {:<5} {:<42} {}{}{}",
             d.event_id,
             d.marketplace,
             d.category,
             d.action.as_str().to_uppercase(),
+            p_ai,
             s.note,
             reasons.join(","),
             if generators.is_empty() {
@@ -313,12 +336,13 @@ pub async fn run() -> anyhow::Result<()> {
         labels.len(),
         dead.len()
     );
+    let first = decisions.first();
     println!(
-        "policy {}; pipeline stats {:?}",
-        decisions
-            .first()
-            .map(|d| d.versions.policy.as_str())
-            .unwrap_or("-"),
+        "policy {}; model {}; pipeline stats {:?}",
+        first.map(|d| d.versions.policy.as_str()).unwrap_or("-"),
+        first
+            .and_then(|d| d.versions.model.as_deref())
+            .unwrap_or("none (metadata only)"),
         stats
     );
     Ok(())
