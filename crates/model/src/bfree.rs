@@ -35,7 +35,7 @@ impl Decoder {
         Ok(Self {
             e1: candle_nn::conv2d(3, 32, 3, down, vb.pp("e1"))?,
             e2: candle_nn::conv2d(32, 64, 3, down, vb.pp("e2"))?,
-            d1: candle_nn::conv2d(64, 32, 3, same, vb.pp("d1"))?,
+            d1: candle_nn::conv2d(64 + 3, 32, 3, same, vb.pp("d1"))?,
             d2: candle_nn::conv2d(32, 3, 3, same, vb.pp("d2"))?,
         })
     }
@@ -45,6 +45,9 @@ impl Decoder {
         let h = self.e1.forward(x)?.relu()?;
         let h = self.e2.forward(&h)?.relu()?;
         let (_, _, hh, hw) = h.dims4()?;
+        // Like a VAE latent, the bottleneck also carries the image's colours at 1/4 scale.
+        let pooled = x.avg_pool2d(4)?;
+        let h = Tensor::cat(&[&h, &pooled], 1)?;
         let h = self
             .d1
             .forward(&h.upsample_nearest2d(hh * 2, hw * 2)?)?
