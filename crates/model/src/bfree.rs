@@ -85,26 +85,14 @@ pub fn train_decoder(
     let mut rng = StdRng::seed_from_u64(seed);
     let varmap = VarMap::new();
     let dec = Decoder::new(&VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
-    // Seeded initialisation (candle's CPU RNG cannot be seeded).
-    {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
-        for n in names {
-            let v = &data[n];
-            let d = v.dims();
-            if d.len() != 4 {
-                v.set(&v.as_tensor().zeros_like()?)?; // biases start at zero
-                continue;
-            }
-            let fan_in = d[1] * d[2] * d[3];
-            let b = (6.0 / fan_in as f64).sqrt();
-            let vals: Vec<f32> = (0..v.elem_count())
-                .map(|_| rng.gen_range(-b..b) as f32)
-                .collect();
-            v.set(&Tensor::from_vec(vals, v.shape(), dev)?)?;
-        }
-    }
+    // Seeded initialisation (candle's CPU RNG cannot be seeded); biases start at zero.
+    crate::train::seeded_uniform(&varmap, &mut rng, dev, |_, d| {
+        Some(if d.len() == 4 {
+            (6.0 / (d[1] * d[2] * d[3]) as f64).sqrt()
+        } else {
+            0.0
+        })
+    })?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {

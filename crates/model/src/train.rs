@@ -189,23 +189,40 @@ pub fn train(
 /// Re-initialises the weights from `rng` (candle's CPU generator cannot be seeded): He-uniform
 /// for convolutions, PyTorch's default uniform for the classifier; BatchNorm keeps 1/0.
 fn seeded_init(varmap: &VarMap, rng: &mut StdRng, device: &Device) -> candle_core::Result<()> {
+    let fc_fan_in = {
+        let data = varmap.data().lock().expect("varmap lock");
+        data.get("fc1.weight").map(|v| v.dims()[1]).unwrap_or(1)
+    };
+    seeded_uniform(varmap, rng, device, |name, dims| match (dims.len(), name) {
+        (4, _) => Some((6.0 / (dims[1] * dims[2] * dims[3]) as f64).sqrt()),
+        (_, "fc1.weight" | "fc1.bias") => Some(1.0 / (fc_fan_in as f64).sqrt()),
+        _ => None,
+    })
+}
+
+/// Sets every variable, in name order, to uniform values in `±bound(name, dims)` drawn from
+/// `rng` (zeros for a bound of 0; untouched for `None`).
+pub(crate) fn seeded_uniform(
+    varmap: &VarMap,
+    rng: &mut StdRng,
+    device: &Device,
+    bound: impl Fn(&str, &[usize]) -> Option<f64>,
+) -> candle_core::Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
-    let fc_fan_in = data.get("fc1.weight").map(|v| v.dims()[1]).unwrap_or(1);
     for name in names {
         let var = &data[name];
-        let bound = match (var.rank(), name.as_str()) {
-            (4, _) => {
-                let d = var.dims();
-                (6.0 / (d[1] * d[2] * d[3]) as f64).sqrt()
-            }
-            (_, "fc1.weight" | "fc1.bias") => 1.0 / (fc_fan_in as f64).sqrt(),
-            _ => continue,
+        let Some(b) = bound(name, var.dims()) else {
+            continue;
         };
-        let values: Vec<f32> = (0..var.elem_count())
-            .map(|_| rng.gen_range(-bound..bound) as f32)
-            .collect();
+        let values: Vec<f32> = if b > 0.0 {
+            (0..var.elem_count())
+                .map(|_| rng.gen_range(-b..b) as f32)
+                .collect()
+        } else {
+            vec![0.0; var.elem_count()]
+        };
         var.set(&Tensor::from_vec(values, var.shape(), device)?)?;
     }
     Ok(())
