@@ -74,43 +74,27 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
-/// The probability threshold with the highest TPR whose FPR is at most `max_fpr`.
+/// The probability threshold with the highest TPR whose FPR is at most `max_fpr` (the lowest
+/// such threshold; see [`metrics::operating_point`]).
 pub fn threshold_at_fpr(scored: &[Scored], max_fpr: f64) -> Option<f64> {
-    let neg: Vec<f64> = scored
-        .iter()
-        .filter(|s| !s.ai)
-        .map(|s| s.probability)
-        .collect();
-    if neg.is_empty() || !scored.iter().any(|s| s.ai) {
-        return None;
-    }
-    // Candidate thresholds: just above each negative score (and the lowest score).
-    let mut best: Option<(f64, f64)> = None; // (tpr, threshold)
-    let mut candidates: Vec<f64> = scored.iter().map(|s| s.probability).collect();
-    candidates.sort_by(f64::total_cmp);
-    candidates.dedup();
-    for &t in &candidates {
-        let fpr = neg.iter().filter(|&&p| p >= t).count() as f64 / neg.len() as f64;
-        if fpr > max_fpr {
-            continue;
-        }
-        let pos: Vec<&Scored> = scored.iter().filter(|s| s.ai).collect();
-        let tpr = pos.iter().filter(|s| s.probability >= t).count() as f64 / pos.len() as f64;
-        if best.is_none_or(|(b, _)| tpr > b) {
-            best = Some((tpr, t));
-        }
-    }
-    best.map(|(_, t)| t)
+    let p: Vec<f64> = scored.iter().map(|s| s.probability).collect();
+    let l: Vec<bool> = scored.iter().map(|s| s.ai).collect();
+    metrics::operating_point(&p, &l, max_fpr).map(|(t, _)| t)
 }
 
-/// Scores files with `det`; images it cannot score are listed in the second value.
+/// Scores files with `det`, each as read and after [`degrade`]; each file is read once.
+/// Files it cannot read or score are listed in the third value.
 pub fn score_samples(
     det: &NprDetector,
     samples: &[Sample],
-    perturb: bool,
-) -> (Vec<Scored>, Vec<String>) {
-    let mut scored = Vec::new();
-    let mut skipped = Vec::new();
+) -> (Vec<Scored>, Vec<Scored>, Vec<String>) {
+    let (mut clean, mut robust, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let score = |img: &DynamicImage| {
+        det.crop_logits(&[img])
+            .ok()
+            .and_then(|l| det.score_from_logits(&l[0]))
+            .map(|s| f64::from(s.ai_probability))
+    };
     for s in samples {
         let img = match crate::data::load_rgb(&s.path) {
             Ok(i) => DynamicImage::ImageRgb8(i),
@@ -119,28 +103,26 @@ pub fn score_samples(
                 continue;
             }
         };
-        let img = if perturb { degrade(&img) } else { img };
-        match det
-            .crop_logits(&[&img])
-            .ok()
-            .and_then(|l| det.score_from_logits(&l[0]))
-        {
-            Some(score) => scored.push(Scored {
-                probability: f64::from(score.ai_probability),
-                ai: s.ai,
-                group: s.group.clone(),
-            }),
+        let scored = |probability| Scored {
+            probability,
+            ai: s.ai,
+            group: s.group.clone(),
+        };
+        match score(&img) {
+            Some(p) => clean.push(scored(p)),
             None => skipped.push(format!("{}: too small to score", s.path.display())),
         }
+        if let Some(p) = score(&degrade(&img)) {
+            robust.push(scored(p));
+        }
     }
-    (scored, skipped)
+    (clean, robust, skipped)
 }
 
 /// Evaluates `det` on `samples`.
 pub fn evaluate(det: &NprDetector, samples: &[Sample]) -> Report {
     let threshold = f64::from(det.card().threshold);
-    let (clean, mut skipped) = score_samples(det, samples, false);
-    let (robust, _) = score_samples(det, samples, true);
+    let (clean, robust, mut skipped) = score_samples(det, samples);
     let mut per_generator = BTreeMap::new();
     let groups: std::collections::BTreeSet<&str> = clean
         .iter()

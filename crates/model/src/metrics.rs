@@ -66,13 +66,23 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Option<f64> {
 
 /// Best TPR with FPR ≤ `max_fpr`; `None` unless both classes are present.
 pub fn tpr_at_fpr(scores: &[f64], labels: &[bool], max_fpr: f64) -> Option<f64> {
+    let both = labels.iter().any(|&l| l) && labels.iter().any(|&l| !l);
+    // No score threshold within budget: only "nothing is AI" is, with TPR 0.
+    both.then(|| operating_point(scores, labels, max_fpr).map_or(0.0, |(_, tpr)| tpr))
+}
+
+/// The lowest score threshold (score ≥ threshold means AI) whose FPR is at most `max_fpr`,
+/// with its TPR, which is the highest TPR within that budget. `None` unless both classes are
+/// present and some threshold fits the budget.
+pub fn operating_point(scores: &[f64], labels: &[bool], max_fpr: f64) -> Option<(f64, f64)> {
     let pos = labels.iter().filter(|&&l| l).count() as f64;
     let neg = labels.len() as f64 - pos;
     if pos == 0.0 || neg == 0.0 {
         return None;
     }
     let order = ranked(scores, labels);
-    let (mut tp, mut fp, mut best) = (0.0, 0.0, 0.0f64);
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut best = None;
     let mut k = 0;
     while k < order.len() {
         // Move the threshold past every sample with this score at once.
@@ -86,10 +96,10 @@ pub fn tpr_at_fpr(scores: &[f64], labels: &[bool], max_fpr: f64) -> Option<f64> 
             k += 1;
         }
         if fp / neg <= max_fpr {
-            best = best.max(tp / pos);
+            best = Some((s, tp / pos));
         }
     }
-    Some(best)
+    best
 }
 
 /// Accuracy at a threshold (score ≥ threshold means AI).
@@ -170,6 +180,10 @@ mod tests {
         // FPR 1/3 allows down to 0.6: TPR 1.
         close(tpr_at_fpr(&S, &L, 1.0 / 3.0), 1.0);
         close(tpr_at_fpr(&S, &L, 0.01), 1.0 / 3.0);
+        assert_eq!(operating_point(&S, &L, 1.0 / 3.0), Some((0.6, 1.0)));
+        // The top score is negative: no threshold has FPR 0, so TPR at 0% FPR is 0.
+        close(tpr_at_fpr(&[0.9, 0.1], &[false, true], 0.0), 0.0);
+        assert_eq!(operating_point(&[0.9, 0.1], &[false, true], 0.0), None);
     }
 
     #[test]
