@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
+use common::corpus_dir;
 use listing_guard::fixtures::Fixture;
 use serde_json::Value;
 
@@ -168,20 +171,6 @@ fn shipped_model_fills_the_model_fields() {
         lines[2]
     );
     std::fs::remove_dir_all(&dir).ok();
-}
-
-fn corpus_dir() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
-    if d.join("MANIFEST.tsv").exists() {
-        return Some(d);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but the shared corpus is missing at {}",
-        d.display()
-    );
-    eprintln!("skipping: shared corpus not found at {}", d.display());
-    None
 }
 
 #[test]
