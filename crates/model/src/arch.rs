@@ -344,6 +344,16 @@ mod tests {
         assert!(diff < 1e-3, "folded and unfolded differ by {diff}");
     }
 
+    /// Sum of absolute values.
+    fn abs_sum(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn differentiable_pool_matches_native() {
         let dev = Device::Cpu;
@@ -360,15 +370,7 @@ mod tests {
             let a = p.max_pool2d_with_stride(3, 2).unwrap();
             let b = max_pool_3s2_differentiable(&p).unwrap();
             assert_eq!(a.dims(), b.dims());
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert_eq!(d, 0.0, "{h}x{w}");
+            assert_eq!(abs_sum(&(a - b).unwrap()), 0.0, "{h}x{w}");
         }
     }
 
@@ -378,26 +380,8 @@ mod tests {
         let dev = Device::Cpu;
         let base = Tensor::randn(0f32, 1.0, (1, 3, 4, 4), &dev).unwrap();
         let blocky = base.upsample_nearest2d(8, 8).unwrap();
-        let r = npr_residual(&blocky)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(r, 0.0);
+        assert_eq!(abs_sum(&npr_residual(&blocky).unwrap()), 0.0);
         let noisy = Tensor::randn(0f32, 1.0, (1, 3, 8, 8), &dev).unwrap();
-        assert!(
-            npr_residual(&noisy)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                > 0.0
-        );
+        assert!(abs_sum(&npr_residual(&noisy).unwrap()) > 0.0);
     }
 }
