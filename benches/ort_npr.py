@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """The same NPR network in ONNX Runtime, for the side-by-side model bench.
 
-Usage: ort_npr.py MODEL_DIR OUT_DIR
+Usage: ort_npr.py MODEL_DIR OUT_DIR [BATCHES]
 Builds an ONNX graph from MODEL_DIR/model.safetensors (BatchNorm folded into the convolutions,
 as the candle path does), writes it to OUT_DIR/npr.onnx, checks its logits against the candle
-logits the bench wrote (OUT_DIR/parity-*), and prints crops/s at batch 1, 8 and 32 with two
-intra-op threads.
+logits the bench wrote (OUT_DIR/parity-*), and prints crops/s at batch 1, 8 and 32 (or the
+comma-separated BATCHES) with two intra-op threads.
 """
 import json
 import sys
@@ -91,7 +91,8 @@ if diff > 1e-2 * max(1.0, float(np.max(np.abs(ref)))):
     sys.exit(f"onnx graph disagrees with candle: {got} vs {ref}")
 
 crop = inp[:1]
-for batch in (1, 8, 32):
+batches = [int(b) for b in sys.argv[3].split(",")] if len(sys.argv) > 3 else [1, 8, 32]
+for batch in batches:
     x = np.repeat(crop, batch, axis=0)
     sess.run(None, {"input": x})
     n, start = 0, time.perf_counter()

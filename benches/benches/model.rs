@@ -1,10 +1,16 @@
 //! `make bench-model`: the learned detector's throughput on this CPU, candle against ONNX Runtime
 //! on the same weights, side by side.
 //!
-//! Prints images/s for preprocessing (5 crops of 224 from a 1024x768 photo) and for inference
-//! at batch 1, 8 and 32 (224x224 crops), then runs `benches/ort_npr.py` in the bench virtualenv
-//! (same weights exported to ONNX, BatchNorm folded, 2 intra-op threads) at batch 8, checks that
-//! both give the same logits on one input, and ends with `ratio candle/onnxruntime: X.XX`.
+//! Prints images/s for preprocessing (5 crops of 224 from a 1024x768 photo) and crops/s for
+//! inference at batch 1, 8 and 32 (224x224 crops) on both CPU paths side by side: the candle
+//! graph (stock `conv2d`, BatchNorm folded) and the CPU engine (`lg_model::cpu`, what the
+//! detector runs on the CPU). Then it runs `benches/ort_npr.py` in the bench virtualenv (same
+//! weights exported to ONNX, BatchNorm folded, 2 intra-op threads), which checks that both give
+//! the same logits on one input and prints the same batch sizes; then the CPU engine and ONNX
+//! Runtime run alternately, three more rounds each at batch 8, and the last line is
+//! `ratio candle/onnxruntime: X.XX`, the ratio of the two medians (this machine drifts by several
+//! percent from run to run). At each batch size the CPU engine is measured before the candle
+//! graph: the graph's large transient allocations measurably slow whatever runs right after.
 //! Threads: candle uses RAYON_NUM_THREADS (the Makefile sets 2).
 
 use std::path::PathBuf;
@@ -12,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use lg_model::cpu::Nhwc;
 use lg_model::infer::{crop_boxes, crop_tensor, NprDetector};
 
 fn per_second(mut f: impl FnMut() -> usize, min_time: Duration) -> f64 {
@@ -57,19 +64,33 @@ fn main() {
     println!("preprocess (5 crops of 224 from 1024x768): {pre:>8.1} images/s");
 
     let crop = crop_tensor(&photo, (0, 0, 224, 224), norm.mean, norm.std, &Device::Cpu).unwrap();
-    let mut candle_b8 = 0.0;
+    let mut crop_hwc = Vec::new();
+    lg_model::infer::crop_hwc(&photo, (0, 0, 224, 224), norm.mean, norm.std, &mut crop_hwc);
+    let mut engine_b8 = 0.0;
+    println!("inference, crops/s     candle graph   CPU engine   engine/graph");
     for batch in [1usize, 8, 32] {
         let x = Tensor::stack(&vec![crop.clone(); batch], 0).unwrap();
-        let ips = per_second(
+        let nhwc = Nhwc::new(crop_hwc.repeat(batch), batch, 224, 224, 3);
+        let engine = per_second(
             || {
-                std::hint::black_box(det.forward(&x).unwrap());
+                std::hint::black_box(det.forward_nhwc(&nhwc).expect("CPU engine"));
                 batch
             },
             secs,
         );
-        println!("candle inference batch {batch:>2}: {ips:>8.1} crops/s");
+        let graph = per_second(
+            || {
+                std::hint::black_box(det.forward_candle(&x).unwrap());
+                batch
+            },
+            secs,
+        );
+        println!(
+            "  batch {batch:>2}           {graph:>10.1}   {engine:>10.1}   {:>8.2}x",
+            engine / graph
+        );
         if batch == 8 {
-            candle_b8 = ips;
+            engine_b8 = engine;
         }
     }
 
@@ -92,25 +113,54 @@ fn main() {
             .display()
             .to_string()
     });
-    let out = Command::new(&python)
-        .arg(root.join("benches/ort_npr.py"))
-        .arg(&model_dir)
-        .arg(&out_dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {python} (make bench-model creates the virtualenv): {e}")
-        });
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "onnxruntime side failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let onnxruntime = |batches: &str| -> f64 {
+        let out = Command::new(&python)
+            .arg(root.join("benches/ort_npr.py"))
+            .arg(&model_dir)
+            .arg(&out_dir)
+            .arg(batches)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {python} (make bench-model creates the virtualenv): {e}")
+            });
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "onnxruntime side failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("onnxruntime inference batch  8:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("onnxruntime batch 8 figure")
+    };
+    let first_ort = onnxruntime("1,8,32");
+
+    // The ratio: this machine's throughput drifts by several percent from run to run, so both
+    // sides run alternately, three rounds each at batch 8, and the medians are compared.
+    let x8 = Nhwc::new(crop_hwc.repeat(8), 8, 224, 224, 3);
+    let (mut ours, mut theirs) = (vec![engine_b8], vec![first_ort]);
+    for round in 1..=3 {
+        println!("round {round}:");
+        let e = per_second(
+            || {
+                std::hint::black_box(det.forward_nhwc(&x8).expect("CPU engine"));
+                8
+            },
+            secs,
+        );
+        println!("candle (CPU engine) inference batch  8: {e:>8.1} crops/s");
+        ours.push(e);
+        theirs.push(onnxruntime("8"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (e, o) = (median(&mut ours), median(&mut theirs));
+    println!(
+        "batch 8, median of 4: candle (CPU engine) {e:.1} crops/s vs onnxruntime {o:.1} crops/s"
     );
-    let ort_b8: f64 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("onnxruntime inference batch  8:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("onnxruntime batch 8 figure");
-    println!("candle batch 8 {candle_b8:.1} crops/s vs onnxruntime {ort_b8:.1} crops/s");
-    println!("ratio candle/onnxruntime: {:.2}", candle_b8 / ort_b8);
+    println!("ratio candle/onnxruntime: {:.2}", e / o);
 }

@@ -88,6 +88,25 @@ impl ConvBn {
         }
     }
 
+    /// The folded convolution in the CPU engine's layout.
+    fn to_cpu(&self) -> Result<crate::cpu::Conv> {
+        let ConvBn::Folded(c) = self else {
+            candle_core::bail!("only a folded network converts to the CPU engine")
+        };
+        let (cout, cin, k, _) = c.weight().dims4()?;
+        let bias = match c.bias() {
+            Some(b) => b.to_vec1()?,
+            None => vec![0.0; cout],
+        };
+        let w: Vec<f32> = c.weight().flatten_all()?.to_vec1()?;
+        Ok(crate::cpu::Conv::from_oihw(
+            &w,
+            bias,
+            (cout, cin, k),
+            c.config().stride,
+        ))
+    }
+
     fn batch_norms<'a>(&'a self, out: &mut Vec<(&'a str, &'a BatchNorm)>) {
         if let ConvBn::Train { bn, name, .. } = self {
             out.push((name, bn));
@@ -188,6 +207,32 @@ impl Npr {
     /// Inference graph with BatchNorm folded into the convolutions.
     pub fn folded(vb: &VarBuilder) -> Result<Self> {
         Self::build(vb, true)
+    }
+
+    /// The same folded network for the CPU engine ([`crate::cpu`]); fails on a trainable graph.
+    pub fn to_cpu(&self) -> Result<crate::cpu::CpuNpr> {
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(crate::cpu::Block {
+                    c1: b.c1.to_cpu()?,
+                    c2: b.c2.to_cpu()?,
+                    c3: b.c3.to_cpu()?,
+                    downsample: b.downsample.as_ref().map(ConvBn::to_cpu).transpose()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let fc_bias = match self.fc.bias() {
+            Some(b) => b.to_vec1::<f32>()?[0],
+            None => 0.0,
+        };
+        Ok(crate::cpu::CpuNpr::new(
+            self.stem.to_cpu()?,
+            blocks,
+            self.fc.weight().flatten_all()?.to_vec1()?,
+            fc_bias,
+        ))
     }
 
     /// The BatchNorm layers of a trainable graph with their parameter prefixes (their running
@@ -329,11 +374,11 @@ mod tests {
             }
         }
         let net = Npr::train(&VarBuilder::from_varmap(&vm, DTYPE, &dev)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 32, 32), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 48, 40), &dev).unwrap();
         let a = net.forward_t(&x, false).unwrap();
         let folded = Npr::folded(&VarBuilder::from_varmap(&vm, DTYPE, &dev)).unwrap();
         let b = folded.forward_t(&x, false).unwrap();
-        let diff = (a - b)
+        let diff = (&a - &b)
             .unwrap()
             .abs()
             .unwrap()
@@ -342,6 +387,41 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "folded and unfolded differ by {diff}");
+
+        // The CPU engine (NHWC, fused GEMMs) computes the same logits from the same weights.
+        let nhwc = x
+            .permute((0, 2, 3, 1))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let engine = folded.to_cpu().unwrap();
+        let cpu = engine.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
+        // One image alone takes the other schedule (layers split across threads); same logit.
+        let one = engine.forward(&crate::cpu::Nhwc::new(
+            nhwc[..48 * 40 * 3].to_vec(),
+            1,
+            48,
+            40,
+            3,
+        ));
+        assert!((one[0] - cpu[0]).abs() < 1e-5, "{one:?} vs {cpu:?}");
+        let b: Vec<f32> = b.to_vec1().unwrap();
+        assert!(
+            (b[0] - b[1]).abs() > 1e-3,
+            "inputs must give distinct logits: {b:?}"
+        );
+        for (c, f) in cpu.iter().zip(&b) {
+            assert!(
+                (c - f).abs() < 1e-3 * f.abs().max(1.0),
+                "cpu {cpu:?} vs candle {b:?}"
+            );
+        }
+        assert!(
+            net.to_cpu().is_err(),
+            "a trainable graph has no folded weights"
+        );
     }
 
     /// Sum of absolute values.

@@ -16,12 +16,16 @@ use lg_events::ModelScore;
 
 use crate::arch::{Npr, DTYPE};
 use crate::card::{ModelCard, ModelLoadError};
+use crate::cpu::{CpuNpr, Nhwc};
 
 /// Smallest side scored (the network downsamples 16×).
 pub const MIN_SIDE: u32 = 32;
 
-/// Crop rectangles `(x, y, w, h)` for an image of `w × h`.
-pub fn crop_boxes(w: u32, h: u32, size: u32, n: u32) -> Vec<(u32, u32, u32, u32)> {
+/// A crop rectangle `(x, y, w, h)`.
+pub type CropBox = (u32, u32, u32, u32);
+
+/// Crop rectangles for an image of `w × h`.
+pub fn crop_boxes(w: u32, h: u32, size: u32, n: u32) -> Vec<CropBox> {
     if w < size || h < size {
         let (cw, ch) = (w.min(size) & !1, h.min(size) & !1);
         if cw < MIN_SIDE || ch < MIN_SIDE {
@@ -69,10 +73,35 @@ pub fn crop_tensor(
     Tensor::from_vec(data, (3, h as usize, w as usize), dev)
 }
 
+/// Normalised HWC values of one crop, appended to `out` (the CPU engine's input layout).
+pub fn crop_hwc(
+    img: &image::RgbImage,
+    (x0, y0, w, h): (u32, u32, u32, u32),
+    mean: [f32; 3],
+    std: [f32; 3],
+    out: &mut Vec<f32>,
+) {
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * std[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| mean[c] / std[c]);
+    let stride = img.width() as usize * 3;
+    let raw = img.as_raw();
+    out.reserve((w * h * 3) as usize);
+    for y in y0..y0 + h {
+        let row = &raw[y as usize * stride + x0 as usize * 3..][..w as usize * 3];
+        for px in row.chunks_exact(3) {
+            for c in 0..3 {
+                out.push(f32::from(px[c]) * scale[c] - shift[c]);
+            }
+        }
+    }
+}
+
 /// The loaded detector.
 #[derive(Debug)]
 pub struct NprDetector {
     net: Npr,
+    /// The same network for the CPU engine, when running on the CPU.
+    cpu: Option<CpuNpr>,
     card: ModelCard,
     version: String,
     device: Device,
@@ -86,8 +115,10 @@ impl NprDetector {
         let (card, weights) = ModelCard::load(dir)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
         let net = Npr::folded(&vb)?;
+        let cpu = device.is_cpu().then(|| net.to_cpu()).transpose()?;
         Ok(Self {
             net,
+            cpu,
             version: card.version(),
             card,
             device,
@@ -96,19 +127,39 @@ impl NprDetector {
     }
 
     /// From an already built network (tests, training).
-    pub fn from_parts(net: Npr, card: ModelCard, device: Device) -> Self {
-        Self {
+    pub fn from_parts(net: Npr, card: ModelCard, device: Device) -> candle_core::Result<Self> {
+        let cpu = device.is_cpu().then(|| net.to_cpu()).transpose()?;
+        Ok(Self {
             net,
+            cpu,
             version: card.version(),
             card,
             device,
             max_batch: 32,
-        }
+        })
     }
 
     /// Logits for a normalised batch `(n, 3, h, w)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.cpu {
+            Some(cpu) => {
+                let (n, c, h, w) = x.dims4()?;
+                let data = x.permute((0, 2, 3, 1))?.flatten_all()?.to_vec1()?;
+                let logits = cpu.forward(&Nhwc::new(data, n, h, w, c));
+                Tensor::from_vec(logits, n, &self.device)
+            }
+            None => self.net.forward_t(x, false),
+        }
+    }
+
+    /// Logits from the candle graph whatever the device (the CPU engine's reference; benches).
+    pub fn forward_candle(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.net.forward_t(x, false)
+    }
+
+    /// Logits for a normalised NHWC batch on the CPU engine (`None` off the CPU).
+    pub fn forward_nhwc(&self, x: &Nhwc) -> Option<Vec<f32>> {
+        self.cpu.as_ref().map(|cpu| cpu.forward(x))
     }
 
     /// The model card.
@@ -121,28 +172,43 @@ impl NprDetector {
         let spec = &self.card.input;
         let norm = &self.card.normalisation;
         // Crops of the same size go through the network together.
-        let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(usize, Tensor)>> =
+        let rgb: Vec<image::RgbImage> = images.iter().map(|img| img.to_rgb8()).collect();
+        let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(usize, CropBox)>> =
             Default::default();
-        for (i, img) in images.iter().enumerate() {
-            let rgb = img.to_rgb8();
+        for (i, img) in rgb.iter().enumerate() {
             for b in crop_boxes(
-                rgb.width(),
-                rgb.height(),
+                img.width(),
+                img.height(),
                 spec.crop_size,
                 spec.crops_per_image,
             ) {
-                groups
-                    .entry((b.2, b.3))
-                    .or_default()
-                    .push((i, crop_tensor(&rgb, b, norm.mean, norm.std, &self.device)?));
+                groups.entry((b.2, b.3)).or_default().push((i, b));
             }
         }
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); images.len()];
-        for crops in groups.values() {
+        for (&(w, h), crops) in &groups {
             for chunk in crops.chunks(self.max_batch.max(1)) {
-                let batch =
-                    Tensor::stack(&chunk.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), 0)?;
-                let logits: Vec<f32> = self.net.forward_t(&batch, false)?.to_vec1()?;
+                let logits = match &self.cpu {
+                    Some(cpu) => {
+                        let mut data = Vec::with_capacity(chunk.len() * (w * h * 3) as usize);
+                        for &(i, b) in chunk {
+                            crop_hwc(&rgb[i], b, norm.mean, norm.std, &mut data);
+                        }
+                        let x = Nhwc::new(data, chunk.len(), h as usize, w as usize, 3);
+                        cpu.forward(&x)
+                    }
+                    None => {
+                        let crops = chunk
+                            .iter()
+                            .map(|&(i, b)| {
+                                crop_tensor(&rgb[i], b, norm.mean, norm.std, &self.device)
+                            })
+                            .collect::<candle_core::Result<Vec<_>>>()?;
+                        self.net
+                            .forward_t(&Tensor::stack(&crops, 0)?, false)?
+                            .to_vec1()?
+                    }
+                };
                 for ((i, _), l) in chunk.iter().zip(logits) {
                     out[*i].push(l);
                 }

@@ -1,6 +1,7 @@
 //! Listing Guard learned detector: an NPR-style forensic CNN in candle.
 //!
 //! - [`arch`]: the network, trainable or with BatchNorm folded for inference.
+//! - [`cpu`]: the CPU inference path (NHWC, one fused GEMM per convolution).
 //! - [`infer`]: crops, batching, calibrated scores; implements [`lg_detector::PixelModel`].
 //! - [`card`]: `model.json` and hash-checked loading.
 //! - [`calibrate`]: Platt scaling.
@@ -14,6 +15,8 @@ pub mod arch;
 pub mod bfree;
 pub mod calibrate;
 pub mod card;
+pub mod cpu;
+mod cpu_kernel;
 pub mod data;
 pub mod eval;
 pub mod infer;

@@ -1,0 +1,468 @@
+//! The inference path on the CPU: the folded network in NHWC layout, every convolution one GEMM
+//! with the bias, the residual and the ReLU fused around it.
+//!
+//! candle's CPU `conv2d` works in NCHW and re-lays the input out for every call with strided
+//! scalar loops, then adds the bias and applies ReLU as separate passes over memory; on this
+//! network that made it ~8× slower than ONNX Runtime. Here activations stay NHWC from the crop to
+//! the pooling, so:
+//! - a 1×1 stride-1 convolution is a GEMM straight on the activation rows (no copy at all);
+//! - a 3×3 (or strided) convolution gathers each output pixel's `k·k` input runs of `cin`
+//!   contiguous floats (im2col) one tile of output pixels at a time, so the tile stays in cache;
+//! - the output tile is pre-filled with the bias (plus the residual branch for a bottleneck's last
+//!   convolution), the GEMM accumulates into it, and ReLU runs on it while it is still hot.
+//!
+//! The product itself is [`crate::cpu_kernel`]'s (an AVX-512 kernel where the CPU has it).
+//! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
+//! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
+//! test checks both give the same logits. Training and the CUDA path use the candle graph.
+
+use rayon::prelude::*;
+
+use crate::cpu_kernel::{matmul_fused, Epilogue, PackedB};
+
+/// Activations in NHWC order, contiguous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nhwc {
+    /// `n · h · w · c` values.
+    pub data: Vec<f32>,
+    /// Batch.
+    pub n: usize,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+    /// Channels.
+    pub c: usize,
+}
+
+impl Nhwc {
+    /// Wraps `data`, checking its length.
+    pub fn new(data: Vec<f32>, n: usize, h: usize, w: usize, c: usize) -> Self {
+        assert_eq!(data.len(), n * h * w * c, "NHWC buffer length");
+        Self { data, n, h, w, c }
+    }
+}
+
+/// Reused activation buffers: one forward pass allocates ~30 MB at batch 8, and fresh
+/// allocations of that size come from the kernel page by page on every pass.
+#[derive(Debug, Default)]
+struct Pool(std::sync::Mutex<Vec<Vec<f32>>>);
+
+impl Pool {
+    /// A buffer of `len` values (contents unspecified).
+    fn take(&self, len: usize) -> Vec<f32> {
+        let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let best = (0..free.len())
+            .filter(|&i| free[i].capacity() >= len)
+            .min_by_key(|&i| free[i].capacity());
+        let mut v = match best {
+            Some(i) => free.swap_remove(i),
+            None => free.pop().unwrap_or_default(),
+        };
+        drop(free);
+        v.resize(len, 0.0);
+        v
+    }
+
+    fn give(&self, v: Vec<f32>) {
+        let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Enough for the live buffers of a few concurrent passes.
+        if free.len() < 16 {
+            free.push(v);
+        }
+    }
+}
+
+thread_local! {
+    static IM2COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How a pass runs: its buffer pool, and whether the work inside each layer is spread over
+/// rayon's threads (one image at a time) or stays on the calling thread (images in parallel).
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    pool: &'a Pool,
+    parallel: bool,
+}
+
+impl<'a> Cx<'a> {
+    #[cfg(test)]
+    fn serial(pool: &'a Pool) -> Self {
+        Self {
+            pool,
+            parallel: false,
+        }
+    }
+
+    /// `f(index, chunk)` over `out` in chunks of `size`.
+    fn for_each_chunk(
+        &self,
+        out: &mut [f32],
+        size: usize,
+        f: impl Fn(usize, &mut [f32]) + Send + Sync,
+    ) {
+        if self.parallel {
+            out.par_chunks_mut(size)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c));
+        } else {
+            out.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+        }
+    }
+}
+
+/// A convolution with BatchNorm folded in: `k×k`, padding `k/2`, any stride.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    k: usize,
+    stride: usize,
+    cin: usize,
+    cout: usize,
+    /// `[(ky·k + kx)·cin + ci][cout]`: the GEMM's right-hand side.
+    weight: PackedB,
+    bias: Vec<f32>,
+}
+
+impl Conv {
+    /// From PyTorch/candle layout: `weight` is `(cout, cin, k, k)` flattened.
+    pub fn from_oihw(
+        weight: &[f32],
+        bias: Vec<f32>,
+        (cout, cin, k): (usize, usize, usize),
+        stride: usize,
+    ) -> Self {
+        assert_eq!(weight.len(), cout * cin * k * k, "weight length");
+        assert_eq!(bias.len(), cout, "bias length");
+        let mut w = vec![0f32; weight.len()];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        w[((ky * k + kx) * cin + ci) * cout + co] =
+                            weight[((co * cin + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        Self {
+            k,
+            stride,
+            cin,
+            cout,
+            weight: PackedB::new(w, k * k * cin, cout),
+            bias,
+        }
+    }
+
+    fn out_side(&self, side: usize) -> usize {
+        (side + 2 * (self.k / 2) - self.k) / self.stride + 1
+    }
+
+    /// `act(conv(x) + bias + residual)`, with `residual` (if any) laid out like the output.
+    fn forward(&self, x: &Nhwc, residual: Option<&[f32]>, relu: bool, cx: Cx<'_>) -> Nhwc {
+        assert_eq!(x.c, self.cin, "input channels");
+        let (oh, ow) = (self.out_side(x.h), self.out_side(x.w));
+        let (m, n, kdim) = (x.n * oh * ow, self.cout, self.k * self.k * self.cin);
+        if let Some(r) = residual {
+            assert_eq!(r.len(), m * n, "residual shape");
+        }
+        let direct = self.k == 1 && self.stride == 1;
+        let tile = tile_rows(m);
+        let mut out = cx.pool.take(m * n);
+        cx.for_each_chunk(&mut out, tile * n, |t, dst| {
+            let (row0, rows) = (t * tile, dst.len() / n);
+            let e = Epilogue {
+                bias: &self.bias,
+                residual: residual.map(|r| &r[row0 * n..(row0 + rows) * n]),
+                relu,
+            };
+            if direct {
+                let lhs = &x.data[row0 * kdim..(row0 + rows) * kdim];
+                matmul_fused(dst, lhs, &self.weight, rows, e);
+            } else {
+                // One im2col buffer per worker thread, reused across tiles and passes.
+                IM2COL.with_borrow_mut(|col| {
+                    col.resize(rows * kdim, 0.0);
+                    self.im2col(x, (oh, ow), row0, &mut col[..rows * kdim]);
+                    matmul_fused(dst, &col[..rows * kdim], &self.weight, rows, e);
+                });
+            }
+        });
+        Nhwc::new(out, x.n, oh, ow, n)
+    }
+
+    /// The input runs of output pixels `row0 ..` (as many as `col` holds), zero where the window
+    /// hangs over the padding.
+    fn im2col(&self, x: &Nhwc, (oh, ow): (usize, usize), row0: usize, col: &mut [f32]) {
+        let (k, cin) = (self.k, self.cin);
+        let pad = (k / 2) as isize;
+        for (r, dst) in col.chunks_exact_mut(k * k * cin).enumerate() {
+            let g = row0 + r;
+            let (b, rem) = (g / (oh * ow), g % (oh * ow));
+            let (oy, ox) = (rem / ow, rem % ow);
+            for ky in 0..k {
+                let iy = (oy * self.stride + ky) as isize - pad;
+                for kx in 0..k {
+                    let ix = (ox * self.stride + kx) as isize - pad;
+                    let d = &mut dst[(ky * k + kx) * cin..][..cin];
+                    if (0..x.h as isize).contains(&iy) && (0..x.w as isize).contains(&ix) {
+                        let at = ((b * x.h + iy as usize) * x.w + ix as usize) * cin;
+                        d.copy_from_slice(&x.data[at..at + cin]);
+                    } else {
+                        d.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output pixels per tile: large enough for an efficient GEMM, small enough to keep the tile in
+/// cache and to give every thread several tiles.
+fn tile_rows(m: usize) -> usize {
+    let per_thread = m / (4 * rayon::current_num_threads()).max(1);
+    per_thread.clamp(32, 256)
+}
+
+/// A ResNet bottleneck block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// 1×1 reduce.
+    pub c1: Conv,
+    /// 3×3 (carries the block's stride).
+    pub c2: Conv,
+    /// 1×1 expand.
+    pub c3: Conv,
+    /// Projection of the identity when the shape changes.
+    pub downsample: Option<Conv>,
+}
+
+impl Block {
+    fn forward(&self, x: &Nhwc, cx: Cx<'_>) -> Nhwc {
+        let y1 = self.c1.forward(x, None, true, cx);
+        let y2 = self.c2.forward(&y1, None, true, cx);
+        cx.pool.give(y1.data);
+        let out = match &self.downsample {
+            Some(d) => {
+                let identity = d.forward(x, None, false, cx);
+                let out = self.c3.forward(&y2, Some(&identity.data), true, cx);
+                cx.pool.give(identity.data);
+                out
+            }
+            None => self.c3.forward(&y2, Some(&x.data), true, cx),
+        };
+        cx.pool.give(y2.data);
+        out
+    }
+}
+
+/// The folded NPR network for the CPU.
+#[derive(Debug)]
+pub struct CpuNpr {
+    stem: Conv,
+    blocks: Vec<Block>,
+    fc_weight: Vec<f32>,
+    fc_bias: f32,
+    pool: Pool,
+}
+
+impl CpuNpr {
+    /// From the folded layers: the 3×3 stride-2 stem, the blocks of `layer1` and `layer2`, and
+    /// the final linear layer (`cin` weights and a bias).
+    pub fn new(stem: Conv, blocks: Vec<Block>, fc_weight: Vec<f32>, fc_bias: f32) -> Self {
+        Self {
+            stem,
+            blocks,
+            fc_weight,
+            fc_bias,
+            pool: Pool::default(),
+        }
+    }
+
+    /// Logits, one per image, for normalised NHWC input with 3 channels and even sides.
+    pub fn forward(&self, x: &Nhwc) -> Vec<f32> {
+        assert!(
+            x.c == 3 && x.h.is_multiple_of(2) && x.w.is_multiple_of(2),
+            "NHWC RGB, even sides"
+        );
+        // Image by image: a whole batch's activations would not stay in cache (measured: batch 8
+        // in one pass ~10% slower). With at least as many images as threads, each thread runs
+        // whole images on its own (no synchronisation inside the network); otherwise the tiles
+        // of each layer are spread over the threads.
+        let image = x.h * x.w * x.c;
+        let across_images = x.n >= rayon::current_num_threads();
+        let cx = Cx {
+            pool: &self.pool,
+            parallel: !across_images,
+        };
+        let one = |data: &[f32]| self.forward_one(data, x.h, x.w, cx);
+        if across_images {
+            x.data.par_chunks(image).flat_map_iter(one).collect()
+        } else {
+            x.data.chunks(image).flat_map(one).collect()
+        }
+    }
+
+    fn forward_one(&self, data: &[f32], h: usize, w: usize, cx: Cx<'_>) -> Vec<f32> {
+        let n = 1;
+        let r = npr_residual(data, (n, h, w, 3), cx);
+        let s = self.stem.forward(&r, None, true, cx);
+        cx.pool.give(r.data);
+        let mut x = max_pool_3s2(&s, cx);
+        cx.pool.give(s.data);
+        for b in &self.blocks {
+            let y = b.forward(&x, cx);
+            cx.pool.give(std::mem::replace(&mut x, y).data);
+        }
+        let pixels = (x.h * x.w) as f32;
+        let logits = x
+            .data
+            .chunks_exact(x.h * x.w * x.c)
+            .map(|img| {
+                let mut mean = vec![0f32; x.c];
+                for px in img.chunks_exact(x.c) {
+                    mean.iter_mut().zip(px).for_each(|(m, v)| *m += v);
+                }
+                let dot: f32 = mean.iter().zip(&self.fc_weight).map(|(m, w)| m * w).sum();
+                dot / pixels + self.fc_bias
+            })
+            .collect();
+        cx.pool.give(x.data);
+        logits
+    }
+}
+
+/// `(x − x[y & !1, x & !1]) · ⅔`: the neighbouring-pixel residual (nearest down- then
+/// up-sampling by 2), scaled as in [`crate::arch::Npr`].
+fn npr_residual(data: &[f32], (n, h, w, c): (usize, usize, usize, usize), cx: Cx<'_>) -> Nhwc {
+    let mut out = cx.pool.take(data.len());
+    let image = h * w * c;
+    cx.for_each_chunk(&mut out, w * c, |row, dst| {
+        let (b, y) = (row / h, row % h);
+        let src = &data[b * image + y * w * c..][..w * c];
+        let anchor = &data[b * image + (y & !1) * w * c..][..w * c];
+        for xi in 0..w {
+            let a = (xi & !1) * c;
+            for ch in 0..c {
+                dst[xi * c + ch] = (src[xi * c + ch] - anchor[a + ch]) * (2.0 / 3.0);
+            }
+        }
+    });
+    Nhwc::new(out, n, h, w, c)
+}
+
+/// Max-pool 3×3, stride 2, padding 1 (padding never wins).
+fn max_pool_3s2(x: &Nhwc, cx: Cx<'_>) -> Nhwc {
+    let (oh, ow, c) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1, x.c);
+    let mut out = cx.pool.take(x.n * oh * ow * c);
+    cx.for_each_chunk(&mut out, ow * c, |row, dst| {
+        let (b, oy) = (row / oh, row % oh);
+        dst.fill(f32::NEG_INFINITY);
+        for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(x.h) {
+            let src = &x.data[(b * x.h + iy) * x.w * c..][..x.w * c];
+            for ox in 0..ow {
+                let d = &mut dst[ox * c..][..c];
+                for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(x.w) {
+                    d.iter_mut()
+                        .zip(&src[ix * c..][..c])
+                        .for_each(|(d, s)| *d = d.max(*s));
+                }
+            }
+        }
+    });
+    Nhwc::new(out, x.n, oh, ow, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution, the definition.
+    fn reference_conv(x: &Nhwc, w_oihw: &[f32], bias: &[f32], k: usize, s: usize) -> Nhwc {
+        let cout = bias.len();
+        let p = (k / 2) as isize;
+        let (oh, ow) = (
+            (x.h + 2 * (k / 2) - k) / s + 1,
+            (x.w + 2 * (k / 2) - k) / s + 1,
+        );
+        let mut out = vec![0f32; x.n * oh * ow * cout];
+        for b in 0..x.n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for co in 0..cout {
+                        let mut acc = bias[co];
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * s + ky) as isize - p;
+                                let ix = (ox * s + kx) as isize - p;
+                                if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize {
+                                    continue;
+                                }
+                                for ci in 0..x.c {
+                                    acc += x.data
+                                        [((b * x.h + iy as usize) * x.w + ix as usize) * x.c + ci]
+                                        * w_oihw[((co * x.c + ci) * k + ky) * k + kx];
+                                }
+                            }
+                        }
+                        out[((b * oh + oy) * ow + ox) * cout + co] = acc;
+                    }
+                }
+            }
+        }
+        Nhwc::new(out, x.n, oh, ow, cout)
+    }
+
+    fn ramp(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conv_matches_the_definition_for_every_shape_used() {
+        // (k, stride, cin, cout, h, w): odd sides exercise the padding on both edges.
+        for (k, s, cin, cout, h, w) in [
+            (3, 2, 3, 8, 10, 14),
+            (3, 1, 5, 7, 9, 6),
+            (3, 2, 4, 4, 7, 7),
+            (1, 1, 6, 3, 5, 4),
+            (1, 2, 6, 9, 7, 8),
+        ] {
+            let x = Nhwc::new(ramp(2 * h * w * cin, 7), 2, h, w, cin);
+            let wt = ramp(cout * cin * k * k, 3);
+            let bias = ramp(cout, 11);
+            let conv = Conv::from_oihw(&wt, bias.clone(), (cout, cin, k), s);
+            let want = reference_conv(&x, &wt, &bias, k, s);
+            let res = ramp(want.data.len(), 5);
+            let pool = Pool::default();
+            for parallel in [false, true] {
+                let cx = Cx {
+                    pool: &pool,
+                    parallel,
+                };
+                let got = conv.forward(&x, None, false, cx);
+                assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
+                for (g, w) in got.data.iter().zip(&want.data) {
+                    assert!((g - w).abs() < 1e-4, "k{k} s{s}: {g} vs {w}");
+                }
+                // Residual and ReLU fused.
+                let got = conv.forward(&x, Some(&res), true, cx);
+                for ((g, w), r) in got.data.iter().zip(&want.data).zip(&res) {
+                    assert!((g - (w + r).max(0.0)).abs() < 1e-4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_takes_the_window_maximum() {
+        let x = Nhwc::new((0..25).map(|v| v as f32).collect(), 1, 5, 5, 1);
+        let y = max_pool_3s2(&x, Cx::serial(&Pool::default()));
+        assert_eq!((y.h, y.w), (3, 3));
+        // Output (oy, ox) covers rows 2oy-1..=2oy+1 clipped; the bottom-right of the window wins.
+        assert_eq!(y.data, vec![6., 8., 9., 16., 18., 19., 21., 23., 24.]);
+    }
+}
