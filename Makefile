@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas clean bench-model train-model
+.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas clean bench-model train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,3 +53,6 @@ bench-model: ## Model throughput: candle (CPU, 2 threads) vs ONNX Runtime on the
 train-model: ## Rebuild the shipped model from the shared data (models/prepare_data.sh, then train)
 	models/prepare_data.sh target/train-data
 	$(CARGO) run --release -p listing-guard -- train --data target/train-data --out models/npr-small --steps 300 --batch 16
+
+heldout-model: ## Unseen-generator check: train without two families (plain / with B-Free pairs), evaluate on them
+	models/heldout.sh

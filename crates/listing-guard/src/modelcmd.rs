@@ -71,9 +71,7 @@ fn counts(samples: &[&Sample]) -> serde_json::Value {
 /// Runs `train`.
 pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let samples = data::list(&a.data)?;
-    let (val, tr): (Vec<&Sample>, Vec<&Sample>) = samples
-        .iter()
-        .partition(|s| data::is_validation(s, a.val_fraction, a.seed));
+    let (val, tr) = data::split(&samples, a.val_fraction, a.seed);
     let (train_imgs, mut skipped) = load_all(&tr);
     let (val_imgs, skipped_val) = load_all(&val);
     skipped.extend(skipped_val);
@@ -221,20 +219,11 @@ pub fn make_pairs(data_dir: &Path, steps: usize, seed: u64) -> anyhow::Result<()
         mean(&losses[..k.min(losses.len())]),
         mean(&losses[losses.len().saturating_sub(k)..])
     );
-    let out = data_dir.join("ai/bfree");
+    let out = data_dir.join("ai").join(data::BFREE_GROUP);
     std::fs::create_dir_all(&out)?;
     for (path, img) in &images {
         let rec = lg_model::bfree::reconstruct(&dec, img, &dev)?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let parent = path
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        rec.save(out.join(format!("{parent}-{stem}.png")))?;
+        rec.save(out.join(data::pair_name(path)))?;
     }
     println!(
         "wrote {} reconstructions to {}",

@@ -81,11 +81,43 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Deterministic split: a sample is in validation when a hash of its path and the seed falls in
-/// the first `fraction` of the range, so adding files does not reshuffle the others.
+/// the first `fraction` of the range, so adding files does not reshuffle the others. See
+/// [`split`] for a whole dataset, which keeps B-Free pairs together.
 pub fn is_validation(sample: &Sample, fraction: f64, seed: u64) -> bool {
     let h = lg_events::sha256_hex(format!("{seed}:{}", sample.path.display()).as_bytes());
     let v = u64::from_str_radix(&h[..12], 16).unwrap_or(0) as f64 / (1u64 << 48) as f64;
     v < fraction
+}
+
+/// Group of the B-Free reconstructions that `make-pairs` writes (`ai/bfree/<folder>-<stem>.png`).
+pub const BFREE_GROUP: &str = "bfree";
+
+/// The name a reconstruction of `real` gets under `ai/bfree/`: `<folder>-<stem>.png`.
+pub fn pair_name(real: &Path) -> String {
+    let name = |p: Option<&std::ffi::OsStr>| p.map(|s| s.to_string_lossy().into_owned());
+    let folder = name(real.parent().and_then(Path::file_name)).unwrap_or_default();
+    format!(
+        "{folder}-{}.png",
+        name(real.file_stem()).unwrap_or_default()
+    )
+}
+
+/// `(validation, training)` by [`is_validation`], except that a B-Free reconstruction follows
+/// the real photo it was made from, so that a pair never straddles the split (the other files
+/// split exactly as without pairs).
+pub fn split(samples: &[Sample], fraction: f64, seed: u64) -> (Vec<&Sample>, Vec<&Sample>) {
+    let reals: std::collections::HashMap<String, &Sample> = samples
+        .iter()
+        .filter(|s| !s.ai)
+        .map(|s| (pair_name(&s.path), s))
+        .collect();
+    samples.iter().partition(|s| {
+        let pair = (s.ai && s.group == BFREE_GROUP)
+            .then(|| s.path.file_name())
+            .flatten()
+            .and_then(|f| reals.get(f.to_string_lossy().as_ref()));
+        is_validation(pair.copied().unwrap_or(s), fraction, seed)
+    })
 }
 
 /// Re-encodes as JPEG at `quality` and decodes again.
@@ -204,7 +236,35 @@ mod tests {
         let v1: Vec<bool> = s.iter().map(|x| is_validation(x, 0.5, 7)).collect();
         let v2: Vec<bool> = s.iter().map(|x| is_validation(x, 0.5, 7)).collect();
         assert_eq!(v1, v2);
+        assert!(
+            v1.contains(&true) && v1.contains(&false),
+            "both sides used: {v1:?}"
+        );
         assert!(list(&dir.join("real")).is_err(), "needs real/ and ai/");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_photo_and_its_reconstruction_share_a_side_of_the_split() {
+        let sample = |path: &str, ai: bool, group: &str| Sample {
+            path: PathBuf::from(path),
+            ai,
+            group: group.to_owned(),
+        };
+        let real = sample("/d/real/skimage/coffee.png", false, "real");
+        assert_eq!(pair_name(&real.path), "skimage-coffee.png");
+        let fake = sample("/d/ai/bfree/skimage-coffee.png", true, BFREE_GROUP);
+        let other = sample("/d/ai/sdxl/skimage-coffee.png", true, "sdxl");
+        let all = vec![real.clone(), fake.clone(), other.clone()];
+        let mut differs = false;
+        for seed in 0..64 {
+            let (val, _) = split(&all, 0.3, seed);
+            assert_eq!(val.contains(&&real), val.contains(&&fake), "seed {seed}");
+            differs |= val.contains(&&real) != val.contains(&&other);
+            // Files outside pairs split as they always did.
+            assert_eq!(val.contains(&&other), is_validation(&other, 0.3, seed));
+            assert_eq!(val.contains(&&real), is_validation(&real, 0.3, seed));
+        }
+        assert!(differs, "unpaired files are split independently");
     }
 }
