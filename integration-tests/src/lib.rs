@@ -34,6 +34,8 @@ pub struct Topics {
     pub labels: String,
     /// Dead letters.
     pub dlq: String,
+    /// Re-audit decisions.
+    pub reaudit: String,
     /// Consumer group of the pipeline.
     pub group: String,
 }
@@ -52,6 +54,7 @@ impl Topics {
             decisions: format!("{p}.decisions"),
             labels: format!("{p}.labels"),
             dlq: format!("{p}.dlq"),
+            reaudit: format!("{p}.reaudit"),
             group: format!("{p}.group"),
         }
     }
@@ -62,7 +65,13 @@ impl Topics {
             .set("bootstrap.servers", brokers())
             .create()
             .expect("admin client");
-        let names = [&self.input, &self.decisions, &self.labels, &self.dlq];
+        let names = [
+            &self.input,
+            &self.decisions,
+            &self.labels,
+            &self.dlq,
+            &self.reaudit,
+        ];
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -87,17 +96,28 @@ impl Topics {
 
 /// Produces `(key, payload)` records to `topic` and waits for all acks.
 pub async fn produce_all(topic: &str, records: &[(String, Vec<u8>)]) {
+    let timed: Vec<(String, Vec<u8>, Option<i64>)> = records
+        .iter()
+        .map(|(k, p)| (k.clone(), p.clone(), None))
+        .collect();
+    produce_timed(topic, &timed).await;
+}
+
+/// Produces `(key, payload, timestamp ms)` records (`None`: the producer's clock) to `topic`
+/// and waits for all acks.
+pub async fn produce_timed(topic: &str, records: &[(String, Vec<u8>, Option<i64>)]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "5")
         .create()
         .expect("producer");
     for chunk in records.chunks(200) {
-        let sends = chunk.iter().map(|(k, p)| {
-            producer.send(
-                FutureRecord::to(topic).key(k).payload(p),
-                Duration::from_secs(30),
-            )
+        let sends = chunk.iter().map(|(k, p, ts)| {
+            let mut rec = FutureRecord::to(topic).key(k).payload(p);
+            if let Some(ts) = ts {
+                rec = rec.timestamp(*ts);
+            }
+            producer.send(rec, Duration::from_secs(30))
         });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e).expect("input produced");
@@ -148,12 +168,21 @@ impl Drop for Pipeline {
 
 /// Starts `listing-guard run` for `topics` as a separate process.
 pub fn start_pipeline(topics: &Topics) -> Pipeline {
-    Pipeline(Some(spawn_pipeline(topics)))
+    start_pipeline_with(topics, &[])
 }
 
-fn spawn_pipeline(topics: &Topics) -> Child {
-    Command::new(binary())
-        .arg("run")
+/// [`start_pipeline`] with extra environment variables (e.g. `LISTING_GUARD__CACHE__PATH`).
+pub fn start_pipeline_with(topics: &Topics, env: &[(&str, String)]) -> Pipeline {
+    let mut cmd = guard_command(topics, "run");
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Pipeline(Some(cmd.spawn().expect("listing-guard starts")))
+}
+
+/// `listing-guard <subcommand>` configured for `topics` and the test broker (images from
+/// 127.0.0.1 allowed, short fetch timeouts), not yet started.
+pub fn guard_command(topics: &Topics, subcommand: &str) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg(subcommand)
         .env("KAFKA_BROKERS", brokers())
         .env("LISTING_GUARD__KAFKA__GROUP_ID", &topics.group)
         .env(
@@ -172,9 +201,8 @@ fn spawn_pipeline(topics: &Topics) -> Child {
             "LISTING_GUARD_LOG",
             std::env::var("IT_PIPELINE_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("listing-guard starts")
+        .stdin(Stdio::null());
+    cmd
 }
 
 fn terminate(mut child: Child) {

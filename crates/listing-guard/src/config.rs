@@ -132,6 +132,18 @@ pub struct PolicySettings {
     pub file: String,
 }
 
+/// Score cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// The redb file; empty: no cache.
+    pub path: String,
+    /// Entries older than this are ignored and evicted.
+    pub max_age_hours: u64,
+    /// Most entries kept.
+    pub max_entries: u64,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +162,8 @@ pub struct Settings {
     pub detector: DetectorSettings,
     /// Policy.
     pub policy: PolicySettings,
+    /// Score cache.
+    pub cache: CacheSettings,
 }
 
 impl Settings {
@@ -197,6 +211,8 @@ impl Settings {
             ),
             ("validation.max_images", self.validation.max_images as u64),
             ("fetch.max_bytes", self.fetch.max_bytes as u64),
+            ("cache.max_age_hours", self.cache.max_age_hours),
+            ("cache.max_entries", self.cache.max_entries),
             ("fetch.timeout_ms", self.fetch.timeout_ms),
             ("fetch.max_attempts", u64::from(self.fetch.max_attempts)),
             ("decode.max_pixels", self.decode.max_pixels),
@@ -274,6 +290,35 @@ impl Settings {
         )
         .with_context(|| format!("detector.model_dir: loading {}", self.detector.model_dir))?;
         Ok(d.with_model(std::sync::Arc::new(m)))
+    }
+
+    /// The score cache, when `cache.path` is set.
+    pub fn score_cache(&self) -> anyhow::Result<Option<std::sync::Arc<crate::cache::ScoreCache>>> {
+        if self.cache.path.is_empty() {
+            return Ok(None);
+        }
+        let limits = crate::cache::CacheLimits {
+            max_age: Duration::from_secs(self.cache.max_age_hours * 3600),
+            max_entries: self.cache.max_entries,
+        };
+        let c = crate::cache::ScoreCache::open(Path::new(&self.cache.path), limits)
+            .with_context(|| format!("cache.path: opening {}", self.cache.path))?;
+        Ok(Some(std::sync::Arc::new(c)))
+    }
+
+    /// What a cached analysis must have been produced with to be reused: the provenance
+    /// detector, the model and the decode limits.
+    pub fn analysis_version(&self, model: Option<&str>) -> String {
+        let d = &self.decode;
+        format!(
+            "{};model={};decode={}/{}/{}/{}",
+            lg_detector::PROVENANCE_VERSION,
+            model.unwrap_or("-"),
+            d.max_pixels,
+            d.max_dimension,
+            d.min_dimension,
+            d.max_alloc_bytes
+        )
     }
 
     /// Validation limits.

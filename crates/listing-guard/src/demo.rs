@@ -6,6 +6,7 @@
 //! the real pipeline against them and prints the decisions.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,24 +27,34 @@ use crate::fixtures::Fixture;
 
 /// Serves fixture bytes at `/img/{name}` on 127.0.0.1; returns the base URL.
 pub async fn serve_images(images: HashMap<String, Vec<u8>>) -> anyhow::Result<String> {
-    let app =
-        Router::new()
-            .route(
-                "/img/{name}",
-                get(
-                    |State(imgs): State<Arc<HashMap<String, Vec<u8>>>>,
-                     Path(name): Path<String>| async move {
-                        imgs.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
-                    },
-                ),
-            )
-            .with_state(Arc::new(images));
+    Ok(serve_images_counted(images).await?.0)
+}
+
+/// The image server's state: images by name, and the request counter.
+type ImageState = (Arc<HashMap<String, Vec<u8>>>, Arc<AtomicU64>);
+
+/// [`serve_images`], also returning the number of requests served so far (any status).
+pub async fn serve_images_counted(
+    images: HashMap<String, Vec<u8>>,
+) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    let requests = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route(
+            "/img/{name}",
+            get(
+                |State((imgs, n)): State<ImageState>, Path(name): Path<String>| async move {
+                    n.fetch_add(1, Ordering::Relaxed);
+                    imgs.get(&name).cloned().ok_or(StatusCode::NOT_FOUND)
+                },
+            ),
+        )
+        .with_state((Arc::new(images), Arc::clone(&requests)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(format!("http://{addr}"))
+    Ok((format!("http://{addr}"), requests))
 }
 
 /// One sample listing: (marketplace, category, image URL suffix or full URL, what it shows).

@@ -1,6 +1,7 @@
 //! Listing Guard: the binary's library half (config, wiring, commands), so that tests and the
 //! demo can drive the same code the `listing-guard` binary runs.
 
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod detect_service;
@@ -8,4 +9,6 @@ pub mod fixtures;
 pub mod modelcmd;
 pub mod pipeline;
 pub mod process;
+pub mod reaudit;
+pub mod replay;
 pub mod score;

@@ -69,6 +69,62 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Re-audit historical listings of a time window under the current or a candidate policy
+    /// and model; decisions go to a re-audit topic, never to the live ones.
+    Replay {
+        /// Window start (RFC 3339), by record timestamp, inclusive.
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// Window end (RFC 3339), exclusive.
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Candidate policy file (default: policy.file of the config).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Candidate model directory (default: detector.model_dir of the config).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Where the re-audit decisions go.
+        #[arg(long, default_value = listing_guard::replay::REAUDIT_TOPIC)]
+        output_topic: String,
+        /// Records per second at most.
+        #[arg(long)]
+        max_rate: Option<f64>,
+        /// Run id; an interrupted run resumes when started again with the same id.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Fetch every image even when its URL is in the score cache.
+        #[arg(long)]
+        refetch: bool,
+        /// Where run checkpoints are kept.
+        #[arg(long, default_value = "replay-checkpoints")]
+        checkpoint_dir: PathBuf,
+        /// When the run completes, join it with the live decisions and write the diff report.
+        #[arg(long)]
+        compare: bool,
+        /// Where the diff report goes.
+        #[arg(long, default_value = "reaudit-report")]
+        report_dir: PathBuf,
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Diff report of a replay run against the live decisions (transitions, per marketplace and
+    /// category, reason codes, sample; JSON, CSV and an SVG chart).
+    ReauditReport {
+        /// The replay run.
+        #[arg(long)]
+        run_id: String,
+        /// The re-audit topic.
+        #[arg(long, default_value = listing_guard::replay::REAUDIT_TOPIC)]
+        reaudit_topic: String,
+        /// Output directory.
+        #[arg(long, default_value = "reaudit-report")]
+        out: PathBuf,
+        /// Config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Write the JSON Schemas of the wire contracts.
     Schemas {
         /// Output directory.
@@ -139,6 +195,65 @@ fn main() -> anyhow::Result<()> {
             report,
         } => {
             listing_guard::modelcmd::eval(&data, &model, report.as_deref())?;
+        }
+        Command::Replay {
+            from,
+            to,
+            policy,
+            model,
+            output_topic,
+            max_rate,
+            run_id,
+            refetch,
+            checkpoint_dir,
+            compare,
+            report_dir,
+            config,
+        } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            if let Some(p) = policy {
+                settings.policy.file = p.display().to_string();
+            }
+            if let Some(m) = model {
+                settings.detector.model_dir = m.display().to_string();
+            }
+            let args = listing_guard::replay::ReplayArgs {
+                from,
+                to,
+                output_topic,
+                max_rate,
+                run_id: run_id.unwrap_or_else(listing_guard::replay::new_run_id),
+                refetch,
+                checkpoint_dir,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let complete = rt.block_on(listing_guard::replay::command(
+                &settings,
+                &args,
+                compare.then_some(report_dir.as_path()),
+            ))?;
+            if !complete {
+                eprintln!(
+                    "replay {} interrupted; run again with --run-id {} to resume",
+                    args.run_id, args.run_id
+                );
+                std::process::exit(3);
+            }
+        }
+        Command::ReauditReport {
+            run_id,
+            reaudit_topic,
+            out,
+            config,
+        } => {
+            let settings = Settings::load(config.as_deref())?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(listing_guard::replay::report_command(
+                &settings,
+                &run_id,
+                &reaudit_topic,
+                &out,
+            ))?;
         }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

@@ -48,6 +48,7 @@ pub struct RunStats {
 pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
     let fetcher = lg_ingest::fetch::ImageFetcher::new(settings.fetch_config()?)?;
     let detector = settings.detector()?;
+    let analysis_version = settings.analysis_version(detector.model_version());
     let handle = DetectorHandle::spawn(
         detector,
         settings.detector.batch_size,
@@ -59,6 +60,9 @@ pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
         detector: handle,
         policy: Arc::new(settings.load_policy()?),
         limits: settings.validation_limits(),
+        cache: settings.score_cache()?,
+        analysis_version,
+        mode: crate::process::Mode::Live,
     })
 }
 

@@ -12,6 +12,7 @@ use lg_events::{
 use lg_ingest::fetch::ImageFetcher;
 use lg_policy::{evaluate, ImageInput, Policy};
 
+use crate::cache::{CachedAnalysis, ScoreCache};
 use crate::detect_service::DetectorHandle;
 
 /// A record as received.
@@ -36,6 +37,20 @@ pub enum Outcome {
     Dead(Box<DeadLetter>),
 }
 
+/// Live traffic, or a re-audit run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Decisions for live traffic.
+    Live,
+    /// A re-audit: decisions carry the run id.
+    Replay {
+        /// The run.
+        run_id: String,
+        /// Reuse the content hash cached for an image URL instead of fetching it again.
+        trust_cached_urls: bool,
+    },
+}
+
 /// Everything needed to process records; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Processor {
@@ -47,6 +62,12 @@ pub struct Processor {
     pub policy: Arc<Policy>,
     /// Validation limits.
     pub limits: ValidationLimits,
+    /// Score cache, if configured.
+    pub cache: Option<Arc<ScoreCache>>,
+    /// The analysis version cached results must match (see [`ScoreCache`]).
+    pub analysis_version: String,
+    /// Live or re-audit.
+    pub mode: Mode,
 }
 
 impl Processor {
@@ -125,11 +146,15 @@ impl Processor {
             .collect();
         let versions = self.versions();
         let payload = rec.payload.as_deref().unwrap_or_default();
+        let (mode, run_id) = match &self.mode {
+            Mode::Live => (lg_events::DecisionMode::Live, None),
+            Mode::Replay { run_id, .. } => (lg_events::DecisionMode::Replay, Some(run_id.clone())),
+        };
         let decision = ModerationDecision {
             schema_version: SCHEMA_VERSION,
             decision_id: lg_events::decision_id(payload, &versions),
-            mode: lg_events::DecisionMode::Live,
-            run_id: None,
+            mode,
+            run_id,
             event_id: event.event_id,
             event_type: event.event_type,
             listing_id: event.listing_id,
@@ -151,6 +176,9 @@ impl Processor {
     }
 
     async fn analyse(&self, url: &str) -> ImageOutcome {
+        if let Some(hit) = self.cached_for_url(url) {
+            return hit.into();
+        }
         let fetched = match self.fetcher.fetch(url).await {
             Ok(f) => f,
             Err(e) => {
@@ -160,6 +188,11 @@ impl Processor {
                 })
             }
         };
+        let sha256 = lg_events::sha256_hex(&fetched.bytes);
+        if let Some(hit) = self.cached(&sha256) {
+            self.remember_url(url, &sha256);
+            return hit.into();
+        }
         let Some(a) = self.detector.analyse(fetched.bytes).await else {
             let failure = ImageFailure {
                 class: "detector_unavailable".into(),
@@ -167,20 +200,73 @@ impl Processor {
             };
             return ImageOutcome::FetchFailed(failure);
         };
-        let signals = Signals {
-            provenance: a.provenance,
-            model: a.model,
-        };
-        match a.decoded {
-            Ok(info) => ImageOutcome::Analysed {
-                sha256: a.sha256,
-                dims: [info.width, info.height],
-                signals,
+        let analysis = CachedAnalysis {
+            dims: a.decoded.as_ref().ok().map(|i| [i.width, i.height]),
+            failure: a.decoded.as_ref().err().map(|e| e.to_failure()),
+            sha256: a.sha256,
+            signals: Signals {
+                provenance: a.provenance,
+                model: a.model,
             },
-            Err(e) => ImageOutcome::DecodeFailed {
+        };
+        if let Some(cache) = &self.cache {
+            if let Err(e) = cache.put_analysis(&self.analysis_version, &analysis) {
+                tracing::warn!(error = %e, "score cache write failed");
+            }
+            self.remember_url(url, &analysis.sha256);
+        }
+        analysis.into()
+    }
+
+    /// A re-audit that trusts cached URLs: the cached analysis of what `url` served last.
+    fn cached_for_url(&self, url: &str) -> Option<CachedAnalysis> {
+        let Mode::Replay {
+            trust_cached_urls: true,
+            ..
+        } = self.mode
+        else {
+            return None;
+        };
+        let sha = self.cache.as_ref()?.url_content(url).ok().flatten()?;
+        self.cached(&sha)
+    }
+
+    fn cached(&self, sha256: &str) -> Option<CachedAnalysis> {
+        match self
+            .cache
+            .as_ref()?
+            .analysis(&self.analysis_version, sha256)
+        {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(error = %e, "score cache read failed; analysing");
+                None
+            }
+        }
+    }
+
+    fn remember_url(&self, url: &str, sha256: &str) {
+        if let Some(Err(e)) = self.cache.as_ref().map(|c| c.put_url_content(url, sha256)) {
+            tracing::warn!(error = %e, "score cache write failed");
+        }
+    }
+}
+
+impl From<CachedAnalysis> for ImageOutcome {
+    fn from(a: CachedAnalysis) -> Self {
+        match (a.dims, a.failure) {
+            (Some(dims), None) => ImageOutcome::Analysed {
                 sha256: a.sha256,
-                failure: e.to_failure(),
-                signals,
+                dims,
+                signals: a.signals,
+            },
+            (_, failure) => ImageOutcome::DecodeFailed {
+                sha256: a.sha256,
+                failure: failure.unwrap_or_else(|| ImageFailure {
+                    class: "decode_error".into(),
+                    message: "no dimensions recorded".into(),
+                }),
+                signals: a.signals,
             },
         }
     }
