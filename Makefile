@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration build broker-install broker-up broker-down schemas clean bench-model train-model heldout-model
+.PHONY: help demo test lint unit integration test-replay build broker-install broker-up broker-down schemas clean bench-model train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ unit: ## Unit tests, score conformance (shared corpus), schema freshness
 
 integration: build ## End-to-end tests against the broker at KAFKA_BROKERS (start one with broker-up)
 	$(CARGO) test -p integration-tests -- --test-threads=1 --nocapture
+
+test-replay: build ## Re-audit tests only: starts the broker, runs integration-tests/tests/replay.rs, stops it
+	$(MAKE) broker-up
+	status=0; $(CARGO) test -p integration-tests --test replay -- --nocapture || status=$$?; $(MAKE) broker-down; exit $$status
 
 build: ## Build the listing-guard binary
 	$(CARGO) build -p listing-guard
