@@ -70,6 +70,9 @@ down() {
     rm -f "$STATE/broker.pid"
     echo "broker: stopped"
   elif pkill -f "tansu broker --listener-url tcp://$ADDR" 2>/dev/null; then
+    # A busy broker can take a while to honour SIGTERM; never leave it holding the port.
+    for _ in $(seq 1 50); do pgrep -f "tansu broker --listener-url tcp://$ADDR" >/dev/null || break; sleep 0.1; done
+    pkill -9 -f "tansu broker --listener-url tcp://$ADDR" 2>/dev/null || true
     echo "broker: stopped (found by command line)"
   else
     echo "broker: not running"
