@@ -99,6 +99,12 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The store time and the value of a stored item; `None` for a malformed one (read as a miss).
+fn split_stored(v: &[u8]) -> Option<(u64, &[u8])> {
+    let (t, value) = v.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*t), value))
+}
+
 fn analysis_key(version: &str, sha256: &str) -> String {
     format!("a\u{1f}{version}\u{1f}{sha256}")
 }
@@ -188,10 +194,11 @@ impl ScoreCache {
         let Some(v) = table.get(key)? else {
             return Ok(None);
         };
-        let v = v.value();
-        let stored = u64::from_be_bytes(v[..8].try_into().expect("8-byte time prefix"));
+        let Some((stored, value)) = split_stored(v.value()) else {
+            return Ok(None);
+        };
         let fresh = now_ms().saturating_sub(stored) <= self.limits.max_age.as_millis() as u64;
-        Ok(fresh.then(|| v[8..].to_vec()))
+        Ok(fresh.then(|| value.to_vec()))
     }
 
     fn write(&self, key: &str, value: &[u8]) -> Result<(), CacheError> {
@@ -209,9 +216,11 @@ impl ScoreCache {
             stored.extend_from_slice(&at.to_be_bytes());
             stored.extend_from_slice(value);
             if let Some(old) = items.insert(key, stored.as_slice())? {
-                let t = u64::from_be_bytes(old.value()[..8].try_into().expect("time prefix"));
+                let t = split_stored(old.value()).map(|(t, _)| t);
                 drop(old);
-                age.remove((t, key))?;
+                if let Some(t) = t {
+                    age.remove((t, key))?;
+                }
             }
             age.insert((at, key), ())?;
         }
@@ -231,8 +240,9 @@ impl ScoreCache {
         {
             let mut items = tx.open_table(ITEMS)?;
             let mut age = tx.open_table(AGE)?;
+            let mut len = items.len()?;
             loop {
-                let over = items.len()? > self.limits.max_entries;
+                let over = len > self.limits.max_entries;
                 let Some((k, _)) = age.first()? else { break };
                 let (t, key) = k.value();
                 if t >= cutoff && !over {
@@ -241,7 +251,9 @@ impl ScoreCache {
                 let key = key.to_owned();
                 drop(k);
                 age.remove((t, key.as_str()))?;
-                items.remove(key.as_str())?;
+                if items.remove(key.as_str())?.is_some() {
+                    len = len.saturating_sub(1);
+                }
                 removed += 1;
             }
         }
@@ -339,6 +351,29 @@ mod tests {
         assert_eq!(kept, vec![true, false, false, true, true]);
         assert_eq!(c.url_content("u0").unwrap().as_deref(), Some("y"));
         assert_eq!(c.len().unwrap(), 3);
+        std::fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn a_malformed_entry_is_a_miss_not_a_crash() {
+        let path = temp("malformed");
+        let c = ScoreCache::open(
+            &path,
+            CacheLimits {
+                max_age: DAY,
+                max_entries: 10,
+            },
+        )
+        .unwrap();
+        let tx = c.db.begin_write().unwrap();
+        tx.open_table(ITEMS)
+            .unwrap()
+            .insert(analysis_key("v", "aa").as_str(), b"shrt".as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(c.analysis("v", "aa").unwrap(), None);
+        c.put_analysis("v", &analysis("aa")).unwrap();
+        assert_eq!(c.analysis("v", "aa").unwrap(), Some(analysis("aa")));
         std::fs::remove_file(&path).ok();
     }
 }

@@ -188,10 +188,12 @@ impl Processor {
                 })
             }
         };
-        let sha256 = lg_events::sha256_hex(&fetched.bytes);
-        if let Some(hit) = self.cached(&sha256) {
-            self.remember_url(url, &sha256);
-            return hit.into();
+        if self.cache.is_some() {
+            let sha256 = lg_events::sha256_hex(&fetched.bytes);
+            if let Some(hit) = self.cached(&sha256) {
+                self.remember_url(url, &sha256);
+                return hit.into();
+            }
         }
         let Some(a) = self.detector.analyse(fetched.bytes).await else {
             let failure = ImageFailure {
