@@ -23,8 +23,11 @@ use lg_ingest::consumer::{
 };
 use lg_ingest::offsets::OffsetTracker;
 use lg_labeler::{OutputTopics, Outputs};
+use rdkafka::consumer::{ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::Settings;
@@ -130,18 +133,7 @@ async fn drive(
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
     let mut recv_errors = 0u32;
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore is never closed"),
-        };
-        let msg = tokio::select! {
-            _ = shutdown.changed() => break,
-            m = consumer.recv() => m,
-        };
+    while let Some((permit, msg)) = next_record(&slots, &consumer, &mut shutdown).await {
         // Reap finished tasks so the set does not grow.
         while tasks.try_join_next().is_some() {}
         let msg = match msg {
@@ -207,6 +199,26 @@ async fn drive(
     }
     let stats = *shared.stats.lock().expect("stats lock");
     Ok(stats)
+}
+
+/// Waits for a free slot among `slots` (the consumer's backpressure), then for the next record.
+/// `None` once `shutdown` turns true.
+pub(crate) async fn next_record<'c, C: ConsumerContext + 'static>(
+    slots: &Arc<Semaphore>,
+    consumer: &'c StreamConsumer<C>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(OwnedSemaphorePermit, KafkaResult<BorrowedMessage<'c>>)> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    let permit = tokio::select! {
+        _ = shutdown.changed() => return None,
+        p = Arc::clone(slots).acquire_owned() => p.expect("semaphore is never closed"),
+    };
+    tokio::select! {
+        _ = shutdown.changed() => None,
+        m = consumer.recv() => Some((permit, m)),
+    }
 }
 
 async fn handle(sh: &Shared, rec: InputRecord) {

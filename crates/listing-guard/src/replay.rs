@@ -307,14 +307,11 @@ pub async fn run(
         .map(|r| Duration::from_secs_f64(1.0 / r));
     let mut next_slot = Instant::now();
     let mut last_save = Instant::now();
-    while !open.is_empty() && !*shutdown.borrow() {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            p = Arc::clone(&slots).acquire_owned() => p.expect("semaphore is never closed"),
-        };
-        let msg = tokio::select! {
-            _ = shutdown.changed() => break,
-            m = consumer.recv() => m,
+    while !open.is_empty() {
+        let Some((permit, msg)) =
+            crate::pipeline::next_record(&slots, &consumer, &mut shutdown).await
+        else {
+            break;
         };
         while tasks.try_join_next().is_some() {}
         if last_save.elapsed() > Duration::from_secs(1) {

@@ -114,19 +114,10 @@ impl NprDetector {
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelLoadError> {
         let (card, weights) = ModelCard::load(dir)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
-        let net = Npr::folded(&vb)?;
-        let cpu = device.is_cpu().then(|| net.to_cpu()).transpose()?;
-        Ok(Self {
-            net,
-            cpu,
-            version: card.version(),
-            card,
-            device,
-            max_batch: 32,
-        })
+        Ok(Self::from_parts(Npr::folded(&vb)?, card, device)?)
     }
 
-    /// From an already built network (tests, training).
+    /// From an already built (folded) network; on the CPU it is converted for the CPU engine.
     pub fn from_parts(net: Npr, card: ModelCard, device: Device) -> candle_core::Result<Self> {
         let cpu = device.is_cpu().then(|| net.to_cpu()).transpose()?;
         Ok(Self {
