@@ -32,7 +32,7 @@ pub fn shipped_model_dir() -> Option<std::path::PathBuf> {
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/default.toml");
 
 /// Kafka settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Bootstrap servers.
@@ -55,7 +55,7 @@ pub struct KafkaSettings {
 }
 
 /// Pipeline settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSettings {
     /// Records processed concurrently.
@@ -65,7 +65,7 @@ pub struct PipelineSettings {
 }
 
 /// Input validation settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSettings {
     /// Largest payload.
@@ -75,7 +75,7 @@ pub struct ValidationSettings {
 }
 
 /// Image fetch settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchSettings {
     /// Largest body.
@@ -97,7 +97,7 @@ pub struct FetchSettings {
 }
 
 /// Decode limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecodeSettings {
     /// Most pixels.
@@ -111,7 +111,7 @@ pub struct DecodeSettings {
 }
 
 /// Detector service settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSettings {
     /// Images per batch.
@@ -125,7 +125,7 @@ pub struct DetectorSettings {
 }
 
 /// Policy settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySettings {
     /// Policy file; empty for the shipped default.
@@ -133,7 +133,7 @@ pub struct PolicySettings {
 }
 
 /// Score cache settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     /// The redb file; empty: no cache.
@@ -145,7 +145,7 @@ pub struct CacheSettings {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Kafka.
@@ -321,6 +321,31 @@ impl Settings {
         )
     }
 
+    /// The effective configuration as TOML, with secrets masked: librdkafka values whose key
+    /// names a password, secret, key or token, and credentials in broker addresses.
+    pub fn masked_toml(&self) -> anyhow::Result<String> {
+        let mut s = self.clone();
+        for (k, v) in &mut s.kafka.librdkafka {
+            if ["password", "secret", "key", "token"]
+                .iter()
+                .any(|w| k.contains(w))
+            {
+                *v = "***".into();
+            }
+        }
+        s.kafka.brokers = s
+            .kafka
+            .brokers
+            .split(',')
+            .map(|b| match b.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => b.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(toml::to_string(&s)?)
+    }
+
     /// Validation limits.
     pub fn validation_limits(&self) -> lg_events::ValidationLimits {
         lg_events::ValidationLimits {
@@ -378,6 +403,34 @@ mod tests {
         assert!(e.contains("pipeline.max_in_flight"), "{e}");
 
         assert!(Settings::load(Some(&dir.join("missing.toml"))).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn printed_config_masks_secrets_and_loads_back() {
+        let mut s = Settings::load(None).unwrap();
+        s.kafka
+            .librdkafka
+            .insert("sasl.password".into(), "hunter2".into());
+        s.kafka
+            .librdkafka
+            .insert("ssl.key.location".into(), "/etc/k.pem".into());
+        s.kafka
+            .librdkafka
+            .insert("fetch.wait.max.ms".into(), "100".into());
+        let text = s.masked_toml().unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("/etc/k.pem"),
+            "{text}"
+        );
+        assert!(text.contains("\"fetch.wait.max.ms\" = \"100\""), "{text}");
+        let dir = std::env::temp_dir().join(format!("lg-print-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("printed.toml");
+        std::fs::write(&f, &text).unwrap();
+        let back = Settings::load(Some(&f)).unwrap();
+        assert_eq!(back.kafka.librdkafka["sasl.password"], "***");
+        assert_eq!(back.pipeline.max_in_flight, s.pipeline.max_in_flight);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -125,6 +125,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Validate a config file (and the policy and model it names) without connecting anywhere.
+    CheckConfig {
+        /// Config file (TOML), layered over the defaults and under LISTING_GUARD__* variables.
+        file: PathBuf,
+        /// Print the effective configuration, secrets masked.
+        #[arg(long)]
+        print: bool,
+    },
     /// Write the JSON Schemas of the wire contracts.
     Schemas {
         /// Output directory.
@@ -254,6 +262,20 @@ fn main() -> anyhow::Result<()> {
                 &reaudit_topic,
                 &out,
             ))?;
+        }
+        Command::CheckConfig { file, print } => {
+            let settings = Settings::load(Some(&file))?;
+            let policy = settings.load_policy()?;
+            let detector = settings.detector()?;
+            if print {
+                print!("{}", settings.masked_toml()?);
+            }
+            println!(
+                "config OK: {} (policy {}, model {})",
+                file.display(),
+                policy.version(),
+                detector.model_version().unwrap_or("none")
+            );
         }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
