@@ -329,6 +329,27 @@ impl Collector {
     }
 }
 
+/// What the shipped default policy (`deploy/policy/default.toml`) decides for a listing showing
+/// fixture `f` (next to any clean images), stated independently of the policy engine.
+pub fn default_policy_action(
+    f: listing_guard::fixtures::Fixture,
+    marketplace: &str,
+    category: &str,
+) -> lg_events::Action {
+    use lg_events::Action;
+    if f == listing_guard::fixtures::Fixture::BrokenJpeg {
+        return Action::Review;
+    }
+    if !f.declares_ai() {
+        return Action::Allow;
+    }
+    match (marketplace, category) {
+        ("xianyu", _) => Action::Block,
+        (_, "beauty") => Action::Review,
+        _ => Action::Label,
+    }
+}
+
 /// A listing event as JSON.
 pub fn listing(event_id: &str, marketplace: &str, category: &str, urls: &[String]) -> Vec<u8> {
     let images: Vec<serde_json::Value> = urls

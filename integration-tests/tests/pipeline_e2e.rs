@@ -10,21 +10,6 @@ use listing_guard::fixtures::Fixture;
 
 const N: usize = 1000;
 
-/// What the default policy must decide for a fixture on a marketplace/category.
-fn expected(f: Fixture, marketplace: &str, category: &str) -> Action {
-    if f == Fixture::BrokenJpeg {
-        return Action::Review;
-    }
-    if !f.declares_ai() {
-        return Action::Allow;
-    }
-    match (marketplace, category) {
-        ("xianyu", _) => Action::Block,
-        (_, "beauty") => Action::Review,
-        _ => Action::Label,
-    }
-}
-
 fn malformed(i: usize) -> (Vec<u8>, DeadLetterClass) {
     match i % 5 {
         0 => (
@@ -98,7 +83,7 @@ async fn thousand_listings_end_to_end() {
             vec![format!("{base}/img/{}", f.name())]
         };
         records.push((key, listing(&event_id, market, category, &urls)));
-        want_action.insert(event_id, expected(f, market, category));
+        want_action.insert(event_id, default_policy_action(f, market, category));
     }
     assert_eq!(want_dead.len(), 50);
     assert_eq!(unreachable.len(), 50);

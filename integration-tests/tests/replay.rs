@@ -31,21 +31,6 @@ const DAYS: [&str; 4] = [
 ];
 const MARKETS: [&str; 3] = ["taobao", "tmall", "xianyu"];
 
-/// The shipped default policy, as the e2e test states it.
-fn default_action(f: Fixture, market: &str, category: &str) -> Action {
-    if f == Fixture::BrokenJpeg {
-        return Action::Review;
-    }
-    if !f.declares_ai() {
-        return Action::Allow;
-    }
-    match (market, category) {
-        ("xianyu", _) => Action::Block,
-        (_, "beauty") => Action::Review,
-        _ => Action::Label,
-    }
-}
-
 /// [`STRICT`]: any declared AI image blocks the listing.
 fn strict_action(f: Fixture) -> Action {
     if f == Fixture::BrokenJpeg {
@@ -225,7 +210,7 @@ async fn replay_windows_cache_diff_resume_and_live_traffic() {
         let l = listing_of(i);
         assert_eq!(
             originals[&l.event_id],
-            default_action(l.fixture, l.market, l.category),
+            default_policy_action(l.fixture, l.market, l.category),
             "live decision of {}",
             l.event_id
         );
@@ -280,7 +265,7 @@ async fn replay_windows_cache_diff_resume_and_live_traffic() {
     let mut want: BTreeMap<(String, String), u64> = BTreeMap::new();
     for i in PER_DAY..2 * PER_DAY {
         let l = listing_of(i);
-        let from = default_action(l.fixture, l.market, l.category);
+        let from = default_policy_action(l.fixture, l.market, l.category);
         *want
             .entry((
                 from.as_str().into(),
