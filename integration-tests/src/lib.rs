@@ -15,6 +15,8 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 
+pub mod hostile;
+
 /// The broker under test.
 pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS")
@@ -109,6 +111,8 @@ pub async fn produce_timed(topic: &str, records: &[(String, Vec<u8>, Option<i64>
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("linger.ms", "5")
+        // Room for the oversized records of the hostile-input tests.
+        .set("message.max.bytes", "16777216")
         .create()
         .expect("producer");
     for chunk in records.chunks(200) {
@@ -144,6 +148,18 @@ pub fn binary() -> PathBuf {
 pub struct Pipeline(Option<Child>);
 
 impl Pipeline {
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("wait").is_none())
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
@@ -275,17 +291,29 @@ impl Collector {
 
     /// Reads until `done(seen)` holds; panics after `timeout`.
     pub async fn until(&mut self, timeout: Duration, done: impl Fn(&Collected) -> bool) {
+        if !self.try_until(timeout, done).await {
+            panic!(
+                "timed out: {} decisions, {} labels, {} dead letters so far",
+                self.seen.decisions.len(),
+                self.seen.labels.len(),
+                self.seen.dead.len()
+            );
+        }
+    }
+
+    /// Reads until `done(seen)` holds (true) or `timeout` passes (false).
+    pub async fn try_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&Collected) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while !done(&self.seen) {
             if !self.read_one(deadline).await {
-                panic!(
-                    "timed out: {} decisions, {} labels, {} dead letters so far",
-                    self.seen.decisions.len(),
-                    self.seen.labels.len(),
-                    self.seen.dead.len()
-                );
+                return false;
             }
         }
+        true
     }
 
     /// Keeps reading for `period` (to catch late duplicates).

@@ -11,7 +11,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use lg_events::{ImageFailure, ModelScore, Provenance};
 
 pub mod provenance;
@@ -258,11 +258,17 @@ pub fn decode(
     lim.max_image_height = Some(limits.max_dimension);
     lim.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(lim);
-    let img = reader.decode().map_err(map_image_error)?;
+    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    // A phone photo stored sideways with an EXIF orientation is shown upright; score it as shown.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    img.apply_orientation(orientation);
     Ok((
         DecodedInfo {
-            width,
-            height,
+            width: img.width(),
+            height: img.height(),
             format,
         },
         img,

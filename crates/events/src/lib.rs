@@ -422,6 +422,9 @@ pub enum DeadLetterClass {
     PayloadTooLarge,
     /// The record has no payload at all.
     EmptyPayload,
+    /// The record was processed, but the broker permanently refused its decision (e.g. over
+    /// the broker's message size limit); the dead letter keeps the input so it can be redone.
+    OutputRejected,
 }
 
 impl DeadLetterClass {
@@ -434,6 +437,7 @@ impl DeadLetterClass {
             DeadLetterClass::InvalidEvent => "invalid_event",
             DeadLetterClass::PayloadTooLarge => "payload_too_large",
             DeadLetterClass::EmptyPayload => "empty_payload",
+            DeadLetterClass::OutputRejected => "output_rejected",
         }
     }
 }
@@ -441,8 +445,11 @@ impl DeadLetterClass {
 /// A record the pipeline could not process (topic `moderation.dlq.v1`).
 ///
 /// The original bytes are kept exactly in `payload_base64`; `payload_utf8` repeats them as text
-/// when they are valid UTF-8. The same class, message and coordinates travel as Kafka headers
-/// (see [`headers`]).
+/// when they are valid UTF-8. A payload over the pipeline's dead-letter bound (so that the dead
+/// letter stays under the broker's message size limit) is cut: `payload_truncated` is true,
+/// `payload_base64` holds its first bytes, and `payload_size`, `payload_sha256` and `source`
+/// still name the whole record, which stays in the input topic at those coordinates. The same
+/// class, message and coordinates travel as Kafka headers (see [`headers`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
     /// Contract version; 1.
@@ -459,8 +466,14 @@ pub struct DeadLetter {
     pub payload_base64: String,
     /// The original payload as text, when it is valid UTF-8.
     pub payload_utf8: Option<String>,
-    /// SHA-256 of the original payload (hex).
+    /// SHA-256 of the original payload (hex), all of it even when truncated.
     pub payload_sha256: String,
+    /// Size of the original payload in bytes.
+    #[serde(default)]
+    pub payload_size: u64,
+    /// Whether `payload_base64` holds only the first bytes of the payload.
+    #[serde(default)]
+    pub payload_truncated: bool,
     /// When the pipeline rejected it.
     pub rejected_at: DateTime<Utc>,
 }
@@ -492,19 +505,47 @@ impl DeadLetter {
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> Self {
+        Self::bounded(class, message, source, key, payload, usize::MAX)
+    }
+
+    /// Builds a dead letter that keeps at most `max_payload` bytes of `payload` (see the type's
+    /// documentation for what a truncated dead letter still carries).
+    pub fn bounded(
+        class: DeadLetterClass,
+        message: impl Into<String>,
+        source: SourceCoordinates,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        max_payload: usize,
+    ) -> Self {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
+        let kept = &payload[..payload.len().min(max_payload)];
+        let truncated = kept.len() < payload.len();
         Self {
             schema_version: SCHEMA_VERSION,
             error_class: class,
             error_message: message.into(),
             source,
-            key_base64: key.map(|k| b64.encode(k)),
-            payload_base64: b64.encode(payload),
-            payload_utf8: std::str::from_utf8(payload).ok().map(str::to_owned),
+            key_base64: key.map(|k| b64.encode(&k[..k.len().min(max_payload)])),
+            payload_base64: b64.encode(kept),
+            payload_utf8: if truncated {
+                None
+            } else {
+                std::str::from_utf8(payload).ok().map(str::to_owned)
+            },
             payload_sha256: sha256_hex(payload),
+            payload_size: payload.len() as u64,
+            payload_truncated: truncated,
             rejected_at: Utc::now(),
         }
+    }
+
+    /// Decodes `key_base64` back into the original key bytes, if there was a key.
+    pub fn original_key(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+        use base64::Engine as _;
+        let k = self.key_base64.as_deref()?;
+        Some(base64::engine::general_purpose::STANDARD.decode(k))
     }
 
     /// Decodes `payload_base64` back into the original bytes.
@@ -619,6 +660,31 @@ mod tests {
         assert_eq!(dl.payload_utf8, None);
         let back: DeadLetter = serde_json::from_str(&serde_json::to_string(&dl).unwrap()).unwrap();
         assert_eq!(back, dl);
+        assert!(!dl.payload_truncated);
+        assert_eq!(dl.payload_size, payload.len() as u64);
+    }
+
+    #[test]
+    fn bounded_dead_letter_keeps_a_prefix_and_names_the_whole() {
+        let payload = vec![b'x'; 1000];
+        let src = SourceCoordinates {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+        };
+        let dl = DeadLetter::bounded(
+            DeadLetterClass::PayloadTooLarge,
+            "big",
+            src,
+            Some(b"k"),
+            &payload,
+            100,
+        );
+        assert!(dl.payload_truncated);
+        assert_eq!(dl.original_payload().unwrap(), &payload[..100]);
+        assert_eq!(dl.payload_size, 1000);
+        assert_eq!(dl.payload_sha256, sha256_hex(&payload));
+        assert_eq!(dl.payload_utf8, None);
     }
 
     #[test]

@@ -113,13 +113,30 @@ impl ListingEvent {
         id("listing_id", &self.listing_id)?;
         id("merchant_id", &self.merchant_id)?;
         id("marketplace", &self.marketplace)?;
-        if self.marketplace != self.marketplace.to_ascii_lowercase() {
+        // Policy rules match marketplaces by name: a look-alike ("tаobao" with a Cyrillic а)
+        // must not slip past them as an unknown marketplace.
+        if !self
+            .marketplace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
             return Err(invalid(format!(
-                "marketplace {:?} must be lower case",
+                "marketplace {:?} must be lower-case ASCII letters, digits, '.', '_' or '-'",
                 self.marketplace
             )));
         }
         check_text("category", &self.category, limits.max_title_chars)?;
+        // Categories are matched by name too: no invisible or control characters.
+        if let Some(c) = self
+            .category
+            .chars()
+            .find(|c| c.is_control() || is_invisible(*c))
+        {
+            return Err(invalid(format!(
+                "category contains forbidden character U+{:04X}",
+                c as u32
+            )));
+        }
         check_text("title", &self.title, limits.max_title_chars)?;
         if self.images.is_empty() {
             return Err(invalid("images must not be empty".into()));
@@ -277,6 +294,17 @@ mod tests {
         check(&with("event_id", "\"e\\u200b1\""), Err(C::InvalidEvent));
         check(&with("listing_id", "\"l\\u00001\""), Err(C::InvalidEvent));
         check(&with("marketplace", "\"TaoBao\""), Err(C::InvalidEvent));
+        check(
+            &with("marketplace", "\"t\u{0430}obao\""),
+            Err(C::InvalidEvent),
+        );
+        check(&with("marketplace", "\"tao bao\""), Err(C::InvalidEvent));
+        check(&with("marketplace", "\"tmall-hk_2.0\""), Ok(()));
+        check(
+            &with("category", "\"beau\u{200d}ty\""),
+            Err(C::InvalidEvent),
+        );
+        check(&with("category", "\"美妆\""), Ok(()));
         check(&with("title", "\"a\\u0000b\""), Err(C::InvalidEvent));
         let dup = r#"[{"image_id":"a","url":"http://x/1","role":"main"},{"image_id":"a","url":"http://x/2","role":"sku"}]"#;
         check(&with("images", dup), Err(C::InvalidEvent));
@@ -289,6 +317,7 @@ mod tests {
         );
         let big = vec![b' '; (1 << 20) + 1];
         check(&big, Err(C::PayloadTooLarge));
+        check(&vec![b'x'; 10 << 20], Err(C::PayloadTooLarge));
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct FetchConfig {
     pub allowed_networks: Vec<IpNet>,
     /// User-Agent header.
     pub user_agent: String,
+    /// Most requests in flight at once, across all listings (bounds sockets and body memory:
+    /// at most `max_concurrent × max_bytes` of bodies are being read).
+    pub max_concurrent: usize,
 }
 
 impl Default for FetchConfig {
@@ -59,6 +62,7 @@ impl Default for FetchConfig {
             backoff_max: Duration::from_secs(5),
             allowed_networks: Vec::new(),
             user_agent: format!("listing-guard/{}", env!("CARGO_PKG_VERSION")),
+            max_concurrent: 64,
         }
     }
 }
@@ -144,6 +148,7 @@ pub struct Fetched {
 pub struct ImageFetcher {
     client: reqwest::Client,
     cfg: Arc<FetchConfig>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ImageFetcher {
@@ -176,7 +181,8 @@ impl ImageFetcher {
             .no_proxy()
             .build()
             .map_err(|e| FetchError::Connect(format!("building HTTP client: {e}")))?;
-        Ok(Self { client, cfg })
+        let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)));
+        Ok(Self { client, cfg, slots })
     }
 
     /// Fetches `url` with retries.
@@ -213,6 +219,7 @@ impl ImageFetcher {
         url: Url,
     ) -> Result<(Bytes, Option<String>), (FetchError, Option<Duration>)> {
         let deadline = self.cfg.timeout;
+        let _slot = self.slots.acquire().await.expect("never closed");
         match tokio::time::timeout(deadline, self.attempt_inner(url)).await {
             Ok(r) => r,
             Err(_) => Err((FetchError::Timeout(deadline), None)),
@@ -320,8 +327,9 @@ pub fn check_url(url: &Url, allowed: &[IpNet]) -> Result<(), FetchError> {
         Some(Host::Ipv4(ip)) => check_ip(IpAddr::V4(ip), allowed),
         Some(Host::Ipv6(ip)) => check_ip(IpAddr::V6(ip), allowed),
         Some(Host::Domain(d)) => {
-            if d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
-            {
+            // A trailing dot is the same name, fully qualified.
+            let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+            if d == "localhost" || d.ends_with(".localhost") {
                 // Resolves to loopback by definition (RFC 6761); refuse before asking DNS.
                 check_ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), allowed)
             } else {

@@ -4,8 +4,10 @@
 //!   label events.
 //! - [`Outputs`] produces decisions, labels and dead letters, and resolves only when the broker
 //!   has acknowledged every record (idempotent producer, `acks=all`). A failed delivery is
-//!   retried with backoff until it succeeds or shutdown is requested; the caller stores the
-//!   input offset only after success, so a record is never acknowledged without its outputs.
+//!   retried with backoff until it succeeds or shutdown is requested, unless the broker refused
+//!   the record itself ([`OutputError::Rejected`], e.g. too large), which no retry fixes. The
+//!   caller stores the input offset only after success or after routing a refused record to the
+//!   dead-letter topic, so a record is never acknowledged without an output.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,9 +56,37 @@ pub enum OutputError {
         /// Last error.
         source: KafkaError,
     },
+    /// The broker (or the client, before sending) refused the record for good, e.g. because it
+    /// is over the message size limit. Retrying cannot help; the caller routes the input
+    /// elsewhere (see [`is_permanent`]).
+    #[error("{topic} refused the record: {source}")]
+    Rejected {
+        /// Topic.
+        topic: String,
+        /// The refusal.
+        source: KafkaError,
+    },
     /// Client configuration error.
     #[error("producer configuration: {0}")]
     Config(#[from] KafkaError),
+}
+
+/// Whether a produce error is a refusal of the record itself, which no retry can fix. Anything
+/// else (timeouts, broker down, leader changes, unknown topic while it is being created) is
+/// retried.
+pub fn is_permanent(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::InvalidRecord
+                | C::TopicAuthorizationFailed
+                | C::InvalidTopic
+        )
+    )
 }
 
 /// Builds the label events for a decision: one per image whose verdict carries a label basis.
@@ -259,6 +289,12 @@ impl Outputs {
                 Ok(_) => return Ok(()),
                 Err((e, _)) => e,
             };
+            if is_permanent(&err) {
+                return Err(OutputError::Rejected {
+                    topic: r.topic.to_owned(),
+                    source: err,
+                });
+            }
             if *self.shutdown.borrow() {
                 return Err(OutputError::Abandoned {
                     topic: r.topic.to_owned(),
@@ -280,6 +316,18 @@ impl Outputs {
 mod tests {
     use super::*;
     use lg_events::*;
+
+    #[test]
+    fn only_refusals_of_the_record_are_permanent() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let produce = KafkaError::MessageProduction;
+        assert!(is_permanent(&produce(C::MessageSizeTooLarge)));
+        assert!(is_permanent(&produce(C::TopicAuthorizationFailed)));
+        assert!(!is_permanent(&produce(C::MessageTimedOut)));
+        assert!(!is_permanent(&produce(C::NotLeaderForPartition)));
+        assert!(!is_permanent(&produce(C::UnknownTopicOrPartition)));
+        assert!(!is_permanent(&produce(C::BrokerTransportFailure)));
+    }
 
     fn decision(images: Vec<ImageDecision>) -> ModerationDecision {
         ModerationDecision {

@@ -62,6 +62,8 @@ pub struct PipelineSettings {
     pub max_in_flight: usize,
     /// Drain deadline at shutdown.
     pub shutdown_timeout_ms: u64,
+    /// Most payload bytes copied into a dead letter.
+    pub dead_letter_payload_max_bytes: usize,
 }
 
 /// Input validation settings.
@@ -94,6 +96,8 @@ pub struct FetchSettings {
     pub backoff_max_ms: u64,
     /// Networks exempt from the address refusal.
     pub allowed_networks: Vec<String>,
+    /// Requests in flight at once.
+    pub max_concurrent: usize,
 }
 
 /// Decode limits.
@@ -194,10 +198,17 @@ impl Settings {
                     .ok()
                     .filter(|s| !s.is_empty()),
             )?;
-        let s: Settings = b
+        let mut s: Settings = b
             .build()?
             .try_deserialize()
             .context("configuration is invalid")?;
+        // Environment variable names cannot carry the dots of librdkafka keys, and the loader
+        // splits keys on dots anyway, so `LISTING_GUARD__KAFKA__LIBRDKAFKA__SASL_PASSWORD`
+        // names `sasl.password`. No librdkafka property has an underscore in its name.
+        s.kafka.librdkafka = std::mem::take(&mut s.kafka.librdkafka)
+            .into_iter()
+            .map(|(k, v)| (k.replace('_', "."), v))
+            .collect();
         s.validate()?;
         Ok(s)
     }
@@ -214,6 +225,7 @@ impl Settings {
             ("cache.max_age_hours", self.cache.max_age_hours),
             ("cache.max_entries", self.cache.max_entries),
             ("fetch.timeout_ms", self.fetch.timeout_ms),
+            ("fetch.max_concurrent", self.fetch.max_concurrent as u64),
             ("fetch.max_attempts", u64::from(self.fetch.max_attempts)),
             ("decode.max_pixels", self.decode.max_pixels),
             ("detector.batch_size", self.detector.batch_size as u64),
@@ -264,6 +276,7 @@ impl Settings {
             backoff_initial: Duration::from_millis(f.backoff_initial_ms),
             backoff_max: Duration::from_millis(f.backoff_max_ms),
             allowed_networks: self.allowed_networks()?,
+            max_concurrent: f.max_concurrent,
             ..Default::default()
         })
     }

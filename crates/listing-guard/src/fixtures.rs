@@ -103,6 +103,22 @@ impl Fixture {
     }
 }
 
+/// The shared conformance corpus (`../shared/corpus` beside the repository), if present. Absent
+/// with `CI=true` is a failure, not a skip.
+pub fn shared_corpus() -> Option<std::path::PathBuf> {
+    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    if d.join("MANIFEST.tsv").exists() {
+        return Some(d);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but the shared corpus is missing at {}",
+        d.display()
+    );
+    eprintln!("skipping: shared corpus not found at {}", d.display());
+    None
+}
+
 /// A GB 45438 implicit label value as a producer writes it.
 pub fn aigc_json() -> String {
     r#"{"Label":"1","ContentProducer":"001191110108MA01KP2T5U00000","ProduceID":"gen-2026-0001","ReservedCode1":"","ContentPropagator":"","PropagateID":"","ReservedCode2":""}"#.to_owned()
@@ -182,17 +198,31 @@ pub fn with_jpeg_xmp(jpeg: &[u8], xmp: &str) -> Vec<u8> {
 pub fn with_jpeg_exif_software(jpeg: &[u8], software: &str) -> Vec<u8> {
     let mut s = software.as_bytes().to_vec();
     s.push(0);
-    let mut tiff = b"MM\0\x2A\0\0\0\x08".to_vec();
-    tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
-    tiff.extend_from_slice(&0x0131u16.to_be_bytes()); // Software
-    tiff.extend_from_slice(&2u16.to_be_bytes()); // ASCII
-    tiff.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    tiff.extend_from_slice(&(8u32 + 2 + 12 + 4).to_be_bytes()); // value right after the IFD
-    tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
-    tiff.extend_from_slice(&s);
-    let mut p = b"Exif\0\0".to_vec();
-    p.extend_from_slice(&tiff);
-    with_jpeg_app1(jpeg, &p)
+    // ASCII, the value right after the one-entry IFD.
+    let offset = (8u32 + 2 + 12 + 4).to_be_bytes();
+    with_jpeg_app1(jpeg, &exif_one_entry(0x0131, 2, s.len() as u32, offset, &s))
+}
+
+/// Adds an EXIF block with IFD0 `Orientation` (1–8; 6: stored rotated 90° counter-clockwise,
+/// shown after a 90° clockwise turn).
+pub fn with_jpeg_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut value = orientation.to_be_bytes().to_vec();
+    value.extend_from_slice(&[0, 0]);
+    let value: [u8; 4] = value.try_into().expect("4 bytes");
+    with_jpeg_app1(jpeg, &exif_one_entry(0x0112, 3, 1, value, &[]))
+}
+
+/// An APP1 `Exif` payload: a big-endian TIFF with one IFD0 entry, `extra` after the IFD.
+fn exif_one_entry(tag: u16, kind: u16, count: u32, value: [u8; 4], extra: &[u8]) -> Vec<u8> {
+    let mut p = b"Exif\0\0MM\0\x2A\0\0\0\x08".to_vec();
+    p.extend_from_slice(&1u16.to_be_bytes()); // one entry
+    p.extend_from_slice(&tag.to_be_bytes());
+    p.extend_from_slice(&kind.to_be_bytes());
+    p.extend_from_slice(&count.to_be_bytes());
+    p.extend_from_slice(&value);
+    p.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    p.extend_from_slice(extra);
+    p
 }
 
 fn xmp_wrap(ns: &str, body: &str) -> String {
@@ -216,4 +246,21 @@ pub fn xmp_tc260(json: &str) -> String {
         r#"xmlns:TC260="http://www.tc260.org.cn/ns/AIGC/1.0/""#,
         &format!("<TC260:AIGC>{escaped}</TC260:AIGC>"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exif_orientation_is_applied_before_scoring() {
+        let sideways = with_jpeg_exif_orientation(&jpeg(&photo(64, 32, 1)), 6);
+        let limits = lg_detector::DecodeLimits::default();
+        let (info, img) = lg_detector::decode(&sideways, &limits).unwrap();
+        assert_eq!((info.width, info.height), (32, 64));
+        assert_eq!((img.width(), img.height()), (32, 64));
+        let upright = jpeg(&photo(64, 32, 1));
+        let (info, _) = lg_detector::decode(&upright, &limits).unwrap();
+        assert_eq!((info.width, info.height), (64, 32));
+    }
 }

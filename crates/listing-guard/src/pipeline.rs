@@ -22,7 +22,7 @@ use lg_ingest::consumer::{
     build_consumer, commit_positions, store_position, ConsumerSettings, GuardConsumer,
 };
 use lg_ingest::offsets::OffsetTracker;
-use lg_labeler::{OutputTopics, Outputs};
+use lg_labeler::{OutputError, OutputTopics, Outputs};
 use rdkafka::consumer::{ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
@@ -66,6 +66,7 @@ pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
         cache: settings.score_cache()?,
         analysis_version,
         mode: crate::process::Mode::Live,
+        dead_letter_payload_max: settings.pipeline.dead_letter_payload_max_bytes,
     })
 }
 
@@ -223,19 +224,18 @@ pub(crate) async fn next_record<'c, C: ConsumerContext + 'static>(
 
 async fn handle(sh: &Shared, rec: InputRecord) {
     let outcome = sh.processor.process(&rec).await;
-    let delivered = match &outcome {
-        Outcome::Decided(d, labels) => sh.outputs.emit_decision(d, labels).await,
-        Outcome::Dead(dl) => sh.outputs.emit_dead_letter(dl, rec.key.as_deref()).await,
+    let delivered = match deliver(&sh.outputs, &sh.processor, &rec, &outcome).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered; record will be redone");
+            return;
+        }
     };
-    if let Err(e) = delivered {
-        tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered; record will be redone");
-        return;
-    }
     {
         let mut st = sh.stats.lock().expect("stats lock");
-        match outcome {
-            Outcome::Decided(..) => st.decisions += 1,
-            Outcome::Dead(_) => st.dead_letters += 1,
+        match delivered {
+            Delivered::Decision => st.decisions += 1,
+            Delivered::DeadLetter => st.dead_letters += 1,
         }
     }
     let s = &rec.source;
@@ -250,6 +250,62 @@ async fn handle(sh: &Shared, rec: InputRecord) {
             tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "could not store offset");
         }
     }
+}
+
+/// What reached the broker for a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivered {
+    /// Its decision (and labels).
+    Decision,
+    /// A dead letter.
+    DeadLetter,
+}
+
+/// Produces `outcome`. When the broker refuses an output for good (e.g. a decision over its
+/// message size limit), the input goes to the dead-letter topic instead (class
+/// `output_rejected`), and if even that dead letter is refused, a copy without the payload does.
+/// An `Err` means nothing was delivered and the record must not be acknowledged.
+pub(crate) async fn deliver(
+    outputs: &Outputs,
+    processor: &Processor,
+    rec: &InputRecord,
+    outcome: &Outcome,
+) -> Result<Delivered, OutputError> {
+    let key = rec.key.as_deref();
+    let first = match outcome {
+        Outcome::Decided(d, labels) => outputs
+            .emit_decision(d, labels)
+            .await
+            .map(|()| Delivered::Decision),
+        Outcome::Dead(dl) => outputs
+            .emit_dead_letter(dl, key)
+            .await
+            .map(|()| Delivered::DeadLetter),
+    };
+    let refusal = match first {
+        Err(OutputError::Rejected { topic, source }) => {
+            format!("{topic} refused the output: {source}")
+        }
+        other => return other,
+    };
+    tracing::error!(topic = %rec.source.topic, partition = rec.source.partition, offset = rec.source.offset, error = %refusal, "output refused by the broker; dead-lettering the input");
+    let class = match outcome {
+        Outcome::Decided(..) => lg_events::DeadLetterClass::OutputRejected,
+        Outcome::Dead(dl) => dl.error_class,
+    };
+    let dl = processor.dead_letter(rec, class, refusal.clone());
+    match outputs.emit_dead_letter(&dl, key).await {
+        Err(OutputError::Rejected { .. }) => {
+            let mut bare = dl;
+            bare.payload_base64.clear();
+            bare.payload_utf8 = None;
+            bare.key_base64 = None;
+            bare.payload_truncated = bare.payload_size > 0;
+            outputs.emit_dead_letter(&bare, None).await?;
+        }
+        other => other?,
+    }
+    Ok(Delivered::DeadLetter)
 }
 
 /// A watch channel that turns true on SIGTERM or SIGINT.

@@ -68,6 +68,8 @@ pub struct Processor {
     pub analysis_version: String,
     /// Live or re-audit.
     pub mode: Mode,
+    /// Most payload bytes copied into a dead letter.
+    pub dead_letter_payload_max: usize,
 }
 
 impl Processor {
@@ -87,13 +89,7 @@ impl Processor {
             Ok(e) => e,
             Err(e) => {
                 tracing::info!(topic = %rec.source.topic, partition = rec.source.partition, offset = rec.source.offset, class = e.class().as_str(), error = %e, "dead letter");
-                return Outcome::Dead(Box::new(DeadLetter::new(
-                    e.class(),
-                    e.to_string(),
-                    rec.source.clone(),
-                    rec.key.as_deref(),
-                    rec.payload.as_deref().unwrap_or_default(),
-                )));
+                return Outcome::Dead(Box::new(self.dead_letter(rec, e.class(), e.to_string())));
             }
         };
         let analysed =
@@ -173,6 +169,23 @@ impl Processor {
         let bases: Vec<_> = verdict.images.iter().map(|v| v.label).collect();
         let labels = lg_labeler::labels_for(&decision, &bases, self.policy.labels());
         Outcome::Decided(Box::new(decision), labels)
+    }
+
+    /// A dead letter for `rec`, its payload bounded by `dead_letter_payload_max`.
+    pub fn dead_letter(
+        &self,
+        rec: &InputRecord,
+        class: lg_events::DeadLetterClass,
+        message: String,
+    ) -> DeadLetter {
+        DeadLetter::bounded(
+            class,
+            message,
+            rec.source.clone(),
+            rec.key.as_deref(),
+            rec.payload.as_deref().unwrap_or_default(),
+            self.dead_letter_payload_max,
+        )
     }
 
     async fn analyse(&self, url: &str) -> ImageOutcome {

@@ -53,5 +53,29 @@ fn example_passes_bad_values_fail_and_secrets_are_masked() {
     );
     assert!(stdout.contains("\"sasl.password\" = \"***\""), "{stdout}");
     assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    // librdkafka keys from the environment: underscores stand for the dots.
+    let (ok, stdout, stderr) = check(
+        &[f.to_str().unwrap(), "--print"],
+        &[
+            ("LISTING_GUARD__KAFKA__LIBRDKAFKA__SASL_USERNAME", "svc"),
+            (
+                "LISTING_GUARD__KAFKA__LIBRDKAFKA__SASL_PASSWORD",
+                "from-env",
+            ),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"sasl.username\" = \"svc\""), "{stdout}");
+    assert!(!stdout.contains("from-env"), "{stdout}");
+    let (ok, _, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[(
+            "LISTING_GUARD__KAFKA__LIBRDKAFKA__ENABLE_AUTO_OFFSET_STORE",
+            "true",
+        )],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("enable.auto.offset.store"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
