@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration test-replay build broker-install broker-up broker-down schemas clean bench-model bench-replay train-model heldout-model
+.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-replay train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,13 @@ integration: build ## End-to-end tests against the broker at KAFKA_BROKERS (star
 test-replay: build ## Re-audit tests only: starts the broker, runs integration-tests/tests/replay.rs, stops it
 	$(MAKE) broker-up
 	status=0; $(CARGO) test -p integration-tests --test replay -- --nocapture || status=$$?; $(MAKE) broker-down; exit $$status
+
+test-reliability: build ## Full-scale faults: 5,000 listings x 20 SIGKILLs, 3 broker restarts, rebalance, SIGTERM, hostile corpus (starts the broker)
+	$(MAKE) broker-up
+	status=0; for t in reliability broker_restart hostile_inputs; do LG_RELIABILITY=full $(CARGO) test -p integration-tests --test $$t -- --test-threads=1 --nocapture || status=$$?; done; $(MAKE) broker-down; exit $$status
+
+fuzz: ## cargo-fuzz every parser and the decode path, FUZZ_SECONDS (default 60) each (nightly + cargo-fuzz)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
 build: ## Build the listing-guard binary
 	$(CARGO) build -p listing-guard

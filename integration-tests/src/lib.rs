@@ -17,8 +17,21 @@ use rdkafka::{ClientConfig, Message};
 
 pub mod hostile;
 
+static BROKER_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points every helper of this test process at `addr` instead of `KAFKA_BROKERS` (for a test
+/// binary that owns its broker, see [`OwnBroker`]). Once per process.
+pub fn use_broker(addr: &str) {
+    BROKER_OVERRIDE
+        .set(addr.to_owned())
+        .expect("use_broker is called once per test process");
+}
+
 /// The broker under test.
 pub fn brokers() -> String {
+    if let Some(b) = BROKER_OVERRIDE.get() {
+        return b.clone();
+    }
     std::env::var("KAFKA_BROKERS")
         .ok()
         .filter(|s| !s.is_empty())
@@ -169,16 +182,88 @@ impl Pipeline {
     }
 
     /// SIGTERM; asserts a clean exit within 30 s.
-    pub fn terminate(mut self) {
-        if let Some(c) = self.0.take() {
-            terminate(c);
-        }
+    pub fn terminate(self) {
+        self.terminate_within(Duration::from_secs(30));
+    }
+
+    /// SIGTERM; asserts a clean exit within `bound`, and returns how long it took.
+    pub fn terminate_within(mut self, bound: Duration) -> Duration {
+        let c = self.0.take().expect("running");
+        terminate(c, bound)
     }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A broker this test process starts, stops and restarts itself, on its own port with its own
+/// sqlite state, through a control script with `up` and `down` (`LG_BROKER_CTL`, default
+/// `scripts/broker.sh`, which reads `BROKER_ADDR` and `BROKER_STATE_DIR`). Pointing
+/// `LG_BROKER_CTL` at a script with the same interface runs the same tests on another broker.
+#[derive(Debug)]
+pub struct OwnBroker {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    state: PathBuf,
+}
+
+impl OwnBroker {
+    /// Starts a fresh broker on a free port.
+    pub fn start() -> Self {
+        let state = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../target/broker-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&state);
+        let b = Self {
+            addr: format!("127.0.0.1:{}", closed_port()),
+            state,
+        };
+        b.up();
+        b
+    }
+
+    fn ctl(&self, verb: &str) {
+        let script = std::env::var("LG_BROKER_CTL").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/broker.sh").to_owned()
+        });
+        // Output to a file, not a pipe: the broker started in the background may keep the
+        // script's descriptors open, and reading a pipe to its end would wait for the broker.
+        std::fs::create_dir_all(&self.state).expect("broker state dir");
+        let log_path = self.state.join("ctl.log");
+        let log = std::fs::File::create(&log_path).expect("ctl log");
+        let status = Command::new(&script)
+            .arg(verb)
+            .env("BROKER_ADDR", &self.addr)
+            .env("BROKER_STATE_DIR", &self.state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("ctl log"))
+            .stderr(log)
+            .status()
+            .unwrap_or_else(|e| panic!("{script} {verb}: {e}"));
+        assert!(
+            status.success(),
+            "{script} {verb} failed: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+    }
+
+    /// Starts it (again), keeping its data.
+    pub fn up(&self) {
+        self.ctl("up");
+    }
+
+    /// Stops it.
+    pub fn down(&self) {
+        self.ctl("down");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.ctl("down");
+        let _ = std::fs::remove_dir_all(&self.state);
     }
 }
 
@@ -191,6 +276,20 @@ pub fn start_pipeline(topics: &Topics) -> Pipeline {
 pub fn start_pipeline_with(topics: &Topics, env: &[(&str, String)]) -> Pipeline {
     let mut cmd = guard_command(topics, "run");
     cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    Pipeline(Some(cmd.spawn().expect("listing-guard starts")))
+}
+
+/// [`start_pipeline_with`], logging at `info` (no colours) into the file `log`.
+pub fn start_pipeline_logged(
+    topics: &Topics,
+    env: &[(&str, String)],
+    log: &std::path::Path,
+) -> Pipeline {
+    let mut cmd = guard_command(topics, "run");
+    cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("LISTING_GUARD_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(log).expect("log file"));
     Pipeline(Some(cmd.spawn().expect("listing-guard starts")))
 }
 
@@ -221,21 +320,22 @@ pub fn guard_command(topics: &Topics, subcommand: &str) -> Command {
     cmd
 }
 
-fn terminate(mut child: Child) {
+fn terminate(mut child: Child, bound: Duration) -> Duration {
     let pid = child.id().to_string();
+    let started = std::time::Instant::now();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    for _ in 0..300 {
+    while started.elapsed() < bound {
         if let Some(status) = child.try_wait().expect("wait") {
             assert!(
                 status.success(),
                 "pipeline exited with {status} after SIGTERM"
             );
-            return;
+            return started.elapsed();
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
-    panic!("pipeline did not exit within 30 s of SIGTERM");
+    panic!("pipeline did not exit within {bound:?} of SIGTERM");
 }
 
 /// Everything read from the output topics.
@@ -247,6 +347,8 @@ pub struct Collected {
     pub labels: Vec<LabelEvent>,
     /// Dead letters, with their Kafka headers.
     pub dead: Vec<(DeadLetter, HashMap<String, String>)>,
+    /// Distinct event ids decided.
+    pub distinct_events: std::collections::HashSet<String>,
 }
 
 impl Collected {
@@ -258,6 +360,36 @@ impl Collected {
         }
         m
     }
+
+    /// Checks that every duplicate decision of an event is the same decision: the same id and
+    /// the same content (everything but `decided_at` and `processing_latency_ms`). Returns the
+    /// number of duplicates.
+    pub fn assert_duplicates_identical(&self) -> usize {
+        let content = |d: &ModerationDecision| {
+            let mut v = serde_json::to_value(d).expect("decision serialises");
+            let o = v.as_object_mut().expect("an object");
+            o.remove("decided_at");
+            o.remove("processing_latency_ms");
+            v
+        };
+        let mut duplicates = 0;
+        for (event, ds) in self.by_event() {
+            let first = content(ds[0]);
+            for d in &ds[1..] {
+                assert_eq!(
+                    d.decision_id, ds[0].decision_id,
+                    "{event}: duplicates with different decision ids"
+                );
+                assert_eq!(
+                    content(d),
+                    first,
+                    "{event}: duplicates with different content"
+                );
+            }
+            duplicates += ds.len() - 1;
+        }
+        duplicates
+    }
 }
 
 /// Reads the output topics from the beginning.
@@ -266,6 +398,7 @@ pub struct Collector {
     topics: Topics,
     /// What has been read so far.
     pub seen: Collected,
+    errors: u64,
 }
 
 impl Collector {
@@ -286,6 +419,7 @@ impl Collector {
             consumer,
             topics: topics.clone(),
             seen: Collected::default(),
+            errors: 0,
         }
     }
 
@@ -324,15 +458,26 @@ impl Collector {
 
     async fn read_one(&mut self, deadline: tokio::time::Instant) -> bool {
         {
-            let msg = match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(m) => m.expect("reader receives"),
-                Err(_) => return false,
+            let msg = loop {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(m)) => break m,
+                    // The broker may be down on purpose (broker restart tests).
+                    Ok(Err(e)) => {
+                        self.errors += 1;
+                        if self.errors.is_power_of_two() {
+                            eprintln!("reader: {e} ({} errors so far); retrying", self.errors);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(_) => return false,
+                }
             };
             let payload = msg.payload().unwrap_or_default();
             if msg.topic() == self.topics.decisions {
-                self.seen
-                    .decisions
-                    .push(serde_json::from_slice(payload).expect("decision parses"));
+                let d: ModerationDecision =
+                    serde_json::from_slice(payload).expect("decision parses");
+                self.seen.distinct_events.insert(d.event_id.clone());
+                self.seen.decisions.push(d);
             } else if msg.topic() == self.topics.labels {
                 self.seen
                     .labels
@@ -376,6 +521,47 @@ pub fn default_policy_action(
         (_, "beauty") => Action::Review,
         _ => Action::Label,
     }
+}
+
+/// Whether `LG_RELIABILITY=full` asks for the full-scale reliability runs.
+pub fn full() -> bool {
+    std::env::var("LG_RELIABILITY").as_deref() == Ok("full")
+}
+
+/// `reduced` in `make test`, `full` in `make test-reliability`.
+pub fn scale(reduced: usize, full_scale: usize) -> usize {
+    if full() {
+        full_scale
+    } else {
+        reduced
+    }
+}
+
+/// Serves the fixtures and returns `n` listings of 1–2 images each.
+pub async fn fixture_listings(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let images = listing_guard::fixtures::Fixture::ALL
+        .iter()
+        .map(|f| (f.name().to_owned(), f.bytes(9)))
+        .collect();
+    let base = listing_guard::demo::serve_images(images).await.unwrap();
+    (0..n)
+        .map(|i| {
+            let f = listing_guard::fixtures::Fixture::ALL
+                [i % listing_guard::fixtures::Fixture::ALL.len()];
+            let mut urls = vec![format!("{base}/img/{}", f.name())];
+            if i % 3 == 0 {
+                urls.push(format!(
+                    "{base}/img/{}",
+                    listing_guard::fixtures::Fixture::CleanPng.name()
+                ));
+            }
+            let market = ["taobao", "tmall", "xianyu"][i % 3];
+            (
+                format!("k{i}"),
+                listing(&format!("{prefix}-{i:05}"), market, "apparel", &urls),
+            )
+        })
+        .collect()
 }
 
 /// A listing event as JSON.

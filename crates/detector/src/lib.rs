@@ -16,6 +16,9 @@ use lg_events::{ImageFailure, ModelScore, Provenance};
 
 pub mod provenance;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Version of the provenance reader; part of every decision id.
 pub const PROVENANCE_VERSION: &str = "provenance@1";
 

@@ -20,7 +20,7 @@ const PNG_SIG: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 const XMP_KEYWORD: &str = "XML:com.adobe.xmp";
 const JPEG_XMP_NS: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
 /// Cap on inflated text per chunk: metadata, not payloads.
-const MAX_INFLATED: u64 = 4 << 20;
+pub(crate) const MAX_INFLATED: u64 = 4 << 20;
 
 pub(crate) fn extract(bytes: &[u8]) -> Extracted {
     let mut out = Extracted::default();

@@ -14,12 +14,12 @@
 use image::DynamicImage;
 use lg_events::{Marker, MarkerKind, Provenance};
 
-mod c2pa_reader;
-mod container;
-mod exif_reader;
+pub(crate) mod c2pa_reader;
+pub(crate) mod container;
+pub(crate) mod exif_reader;
 mod generators;
 mod stealth;
-mod xmp;
+pub(crate) mod xmp;
 
 /// IPTC NewsCodes digital source types that declare generative AI.
 const AI_SOURCE_TYPES: [&str; 2] = [

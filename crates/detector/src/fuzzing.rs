@@ -1,0 +1,113 @@
+//! Entry points for the fuzz targets under `fuzz/` and for the regression tests that replay
+//! their inputs (`tests/fuzz_regressions.rs`).
+//!
+//! These are thin wrappers around crate-internal parsers so that each one can be fuzzed on its
+//! own. They exist for the fuzz targets and regression tests only: they are hidden from the
+//! documentation, are not part of the supported API and may change without notice.
+
+use image::DynamicImage;
+use lg_events::{Marker, Provenance};
+
+use crate::provenance::{c2pa_reader, container, exif_reader, xmp};
+use crate::{DecodeError, DecodeLimits, DecodedInfo};
+
+/// Metadata the container walker found: XMP packets and PNG text chunks.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ContainerMetadata {
+    /// Raw XMP packets.
+    pub xmp: Vec<String>,
+    /// PNG text chunks as (keyword, text).
+    pub texts: Vec<(String, String)>,
+}
+
+/// Most bytes one inflated PNG text chunk may yield (the walker's cap).
+pub const MAX_INFLATED_TEXT: usize = container::MAX_INFLATED as usize;
+
+/// Walks PNG chunks / JPEG segments (and scans other containers) for XMP and text metadata.
+pub fn container(bytes: &[u8]) -> ContainerMetadata {
+    let e = container::extract(bytes);
+    ContainerMetadata {
+        xmp: e.xmp,
+        texts: e.texts,
+    }
+}
+
+/// Reads the IPTC and `TC260:AIGC` properties of one XMP packet.
+pub fn xmp(packet: &str) -> Vec<Marker> {
+    let mut markers = Vec::new();
+    xmp::read(packet, &mut markers);
+    markers
+}
+
+/// Builds the marker for a `TC260:AIGC` label value found at `location`.
+pub fn aigc_marker(value: &str, location: &str) -> Marker {
+    xmp::aigc_marker(value, location)
+}
+
+/// Reads the EXIF markers of a file (any container `kamadak-exif` reads).
+pub fn exif(bytes: &[u8]) -> Vec<Marker> {
+    let mut markers = Vec::new();
+    exif_reader::read(bytes, &mut markers);
+    markers
+}
+
+/// Detects and reads C2PA/JUMBF manifests.
+pub fn c2pa(bytes: &[u8]) -> Vec<Marker> {
+    let mut markers = Vec::new();
+    c2pa_reader::read(bytes, &mut markers);
+    markers
+}
+
+/// Every provenance marker, as [`crate::provenance::read`] with no decoded image.
+pub fn provenance(bytes: &[u8]) -> Provenance {
+    crate::provenance::read(bytes, None)
+}
+
+/// Small decode limits for fuzzing: big enough for any seed, small enough that the fuzzer does
+/// not spend its time on huge (legitimately bounded) allocations.
+pub fn fuzz_limits() -> DecodeLimits {
+    DecodeLimits {
+        max_pixels: 1 << 20,
+        max_dimension: 2048,
+        min_dimension: 16,
+        max_alloc_bytes: 64 << 20,
+    }
+}
+
+/// [`crate::decode`] that also checks the decoder kept to `limits`.
+///
+/// # Panics
+///
+/// When a decoded image is over the limits or its reported size disagrees with its pixels:
+/// that is the bug a fuzzer should report.
+pub fn decode_checked(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
+    let out = crate::decode(bytes, limits);
+    if let Ok((info, img)) = &out {
+        assert_eq!((info.width, info.height), (img.width(), img.height()));
+        assert!(
+            info.width <= limits.max_dimension && info.height <= limits.max_dimension,
+            "{}x{} over max dimension {}",
+            info.width,
+            info.height,
+            limits.max_dimension
+        );
+        assert!(
+            info.width >= limits.min_dimension && info.height >= limits.min_dimension,
+            "{}x{} under min dimension {}",
+            info.width,
+            info.height,
+            limits.min_dimension
+        );
+        assert!(
+            u64::from(info.width) * u64::from(info.height) <= limits.max_pixels,
+            "{}x{} over {} pixels",
+            info.width,
+            info.height,
+            limits.max_pixels
+        );
+    }
+    out
+}
