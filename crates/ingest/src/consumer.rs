@@ -157,6 +157,31 @@ pub fn check_extra(extra: &BTreeMap<String, String>) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn tls_and_sasl_settings_pass_through() {
+        // librdkafka refuses SASL_SSL at client creation when built without TLS; this build has
+        // it, and SCRAM needs nothing else.
+        let extra: BTreeMap<String, String> = [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanisms", "SCRAM-SHA-512"),
+            ("sasl.username", "svc-listing-guard"),
+            ("sasl.password", "not-a-real-secret"),
+            ("ssl.endpoint.identification.algorithm", "https"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let settings = ConsumerSettings {
+            brokers: "127.0.0.1:1".into(),
+            group_id: "g".into(),
+            instance_id: None,
+            topics: vec!["t".into()],
+            extra,
+        };
+        let made = build_consumer(&settings);
+        assert!(made.is_ok(), "{:?}", made.err());
+    }
+
     #[test]
     fn reserved_keys_are_refused() {
         let mut m = BTreeMap::new();
