@@ -43,12 +43,13 @@ up() {
     return
   fi
   mkdir -p "$STATE"
-  # sqlite:// paths are relative to the working directory.
-  (cd "$STATE" && nohup "$BIN" broker \
+  # sqlite:// paths are relative to the working directory. The subshell execs the broker, so
+  # $! is the broker's own pid (not a shell's) and `down` stops the broker itself.
+  (cd "$STATE" && exec nohup "$BIN" broker \
       --listener-url "tcp://$ADDR" \
       --advertised-listener-url "tcp://$ADDR" \
-      --storage-engine "sqlite://tansu.db" >"$STATE/broker.log" 2>&1 &
-   echo $! >"$STATE/broker.pid")
+      --storage-engine "sqlite://tansu.db" >"$STATE/broker.log" 2>&1) &
+  echo $! >"$STATE/broker.pid"
   for _ in $(seq 1 100); do
     if port_open; then
       echo "broker: tansu $TANSU_VERSION up on $ADDR (pid $(cat "$STATE/broker.pid"), log $STATE/broker.log)"

@@ -586,6 +586,62 @@ pub fn listing(event_id: &str, marketplace: &str, category: &str, urls: &[String
     .unwrap()
 }
 
+/// `GET path` from an HTTP/1.1 server at `addr` (e.g. the pipeline's telemetry server):
+/// `(status, body)`, or `None` when nothing answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut sock = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    sock.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut raw))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Polls `GET path` until it answers `status`; panics after `timeout`.
+pub async fn wait_for_status(addr: &str, path: &str, status: u16, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let got = http_get(addr, path).await;
+        if let Some((s, body)) = &got {
+            if *s == status {
+                return body.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} did not answer {status} within {timeout:?} (last: {got:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The value of the Prometheus sample `name` (with its labels, exactly as exposed) in `text`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The sum of every sample of the metric `family` (any labels) in `text`.
+pub fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+        .filter(|l| matches!(l.as_bytes().get(family.len()), Some(b'{' | b' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A port on 127.0.0.1 with nothing listening.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -122,12 +122,12 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
         })
         .await;
     let log = std::env::temp_dir().join(format!("{}.b.log", topics.group));
+    // The second instance is a dynamic member, so that it leaves the group when it stops (a
+    // static member does not, and tansu 0.6.0 never reassigns a departed static member's
+    // partitions; Apache Kafka does after session.timeout.ms).
     let b = start_pipeline_logged(
         &topics,
-        &[(
-            "LISTING_GUARD__KAFKA__INSTANCE_ID",
-            format!("{}.instance-1", topics.group),
-        )],
+        &[("LISTING_GUARD__KAFKA__INSTANCE_ID", String::new())],
         &log,
     );
     wait_for_assignment(&log, Duration::from_secs(90)).await;

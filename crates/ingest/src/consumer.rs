@@ -7,6 +7,7 @@
 //! commits them synchronously at shutdown.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -45,11 +46,36 @@ pub struct ConsumerSettings {
     pub extra: BTreeMap<String, String>,
 }
 
-/// Consumer context: routes librdkafka's logs and rebalance events to `tracing`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct GuardContext;
+/// Consumer context: routes librdkafka's logs and rebalance events to `tracing`, and keeps the
+/// consumer lag per partition from librdkafka's periodic statistics.
+#[derive(Debug, Default, Clone)]
+pub struct GuardContext {
+    lags: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+}
+
+impl GuardContext {
+    /// The consumer lag of each assigned partition, as of the latest statistics (every
+    /// `statistics.interval.ms`, 2 s here).
+    pub fn lags(&self) -> Vec<(TopicPartition, i64)> {
+        let l = self.lags.lock().expect("lags lock");
+        l.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
 
 impl ClientContext for GuardContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags = BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal unassigned partition; a lag of -1 is unknown.
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lags.insert((topic.clone(), *partition), p.consumer_lag);
+                }
+            }
+        }
+        *self.lags.lock().expect("lags lock") = lags;
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         match level {
             RDKafkaLogLevel::Emerg
@@ -103,14 +129,15 @@ pub fn build_consumer(s: &ConsumerSettings) -> Result<GuardConsumer, KafkaError>
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "2000");
     if let Some(id) = &s.instance_id {
         cfg.set("group.instance.id", id);
     }
     for (k, v) in &s.extra {
         cfg.set(k, v);
     }
-    let consumer: GuardConsumer = cfg.create_with_context(GuardContext)?;
+    let consumer: GuardConsumer = cfg.create_with_context(GuardContext::default())?;
     let topics: Vec<&str> = s.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)

@@ -168,6 +168,16 @@ pub struct Settings {
     pub policy: PolicySettings,
     /// Score cache.
     pub cache: CacheSettings,
+    /// Health and metrics endpoints.
+    pub telemetry: TelemetrySettings,
+}
+
+/// Health and metrics endpoints.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Address of the `/healthz`, `/readyz` and `/metrics` server; empty: no server.
+    pub listen: String,
 }
 
 impl Settings {
@@ -246,6 +256,18 @@ impl Settings {
         lg_ingest::consumer::check_extra(&self.kafka.librdkafka)
             .map_err(|e| anyhow::anyhow!("kafka.librdkafka: {e}"))?;
         self.allowed_networks()?;
+        if !self.telemetry.listen.is_empty()
+            && self
+                .telemetry
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            bail!(
+                "telemetry.listen: {:?} is not an address like 0.0.0.0:9464",
+                self.telemetry.listen
+            );
+        }
         Ok(())
     }
 

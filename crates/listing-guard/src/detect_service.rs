@@ -75,8 +75,12 @@ async fn run(
             .expect("semaphore is never closed");
         let det = Arc::clone(&detector);
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let inputs: Vec<&[u8]> = batch.iter().map(|j| &j.bytes[..]).collect();
             let results = det.analyse_batch(&inputs);
+            let m = &crate::metrics::METRICS;
+            m.batch_size.observe(inputs.len() as f64);
+            m.batch_seconds.observe(started.elapsed().as_secs_f64());
             for (job, analysis) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(analysis); // the caller may have gone at shutdown
             }

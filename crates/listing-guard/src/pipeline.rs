@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::detect_service::DetectorHandle;
+use crate::metrics::{ClassLabels, DecisionLabels, METRICS};
 use crate::process::{InputRecord, Outcome, Processor};
 
 /// Counters of one run.
@@ -91,6 +92,15 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
         &k.librdkafka,
         shutdown.clone(),
     )?;
+    if !settings.telemetry.listen.is_empty() {
+        let addr = crate::telemetry::serve(
+            &settings.telemetry.listen,
+            Arc::clone(&consumer),
+            &k.brokers,
+        )
+        .await?;
+        tracing::info!(%addr, "telemetry: /healthz /readyz /metrics");
+    }
     tracing::info!(
         brokers = %k.brokers, group = %k.group_id, topic = %k.input_topic,
         policy = processor.policy.version(), "pipeline started"
@@ -167,6 +177,7 @@ async fn drive(
             rec.source.offset,
         );
         shared.stats.lock().expect("stats lock").received += 1;
+        METRICS.consumed.inc();
         let sh = Arc::clone(&shared);
         tasks.spawn(async move {
             handle(&sh, rec).await;
@@ -238,6 +249,7 @@ async fn handle(sh: &Shared, rec: InputRecord) {
             Delivered::DeadLetter => st.dead_letters += 1,
         }
     }
+    count_delivered(&outcome, delivered, &rec);
     let s = &rec.source;
     let advanced =
         sh.tracker
@@ -250,6 +262,40 @@ async fn handle(sh: &Shared, rec: InputRecord) {
             tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "could not store offset");
         }
     }
+}
+
+/// Counts what reached the broker for `rec` in the metrics.
+fn count_delivered(outcome: &Outcome, delivered: Delivered, rec: &InputRecord) {
+    match (outcome, delivered) {
+        (Outcome::Decided(d, _), Delivered::Decision) => {
+            METRICS
+                .decisions
+                .get_or_create(&DecisionLabels {
+                    action: d.action.as_str().to_owned(),
+                    marketplace: d.marketplace.clone(),
+                })
+                .inc();
+        }
+        (Outcome::Dead(dl), _) => {
+            let class = dl.error_class.as_str().to_owned();
+            METRICS
+                .dead_letters
+                .get_or_create(&ClassLabels { class })
+                .inc();
+        }
+        (Outcome::Decided(..), Delivered::DeadLetter) => {
+            let class = lg_events::DeadLetterClass::OutputRejected
+                .as_str()
+                .to_owned();
+            METRICS
+                .dead_letters
+                .get_or_create(&ClassLabels { class })
+                .inc();
+        }
+    }
+    METRICS
+        .end_to_end_seconds
+        .observe(rec.received.elapsed().as_secs_f64());
 }
 
 /// What reached the broker for a record.

@@ -195,10 +195,17 @@ impl Processor {
         let fetched = match self.fetcher.fetch(url).await {
             Ok(f) => f,
             Err(e) => {
+                let class = e.class();
+                crate::metrics::METRICS
+                    .fetch_errors
+                    .get_or_create(&crate::metrics::ClassLabels {
+                        class: class.clone(),
+                    })
+                    .inc();
                 return ImageOutcome::FetchFailed(ImageFailure {
-                    class: e.class(),
+                    class,
                     message: e.to_string(),
-                })
+                });
             }
         };
         if self.cache.is_some() {
@@ -252,7 +259,10 @@ impl Processor {
             .as_ref()?
             .analysis(&self.analysis_version, sha256)
         {
-            Ok(hit) => hit,
+            Ok(hit) => {
+                crate::metrics::METRICS.cache_lookup(hit.is_some());
+                hit
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "score cache read failed; analysing");
                 None
