@@ -1,7 +1,6 @@
 //! The telemetry server of a running pipeline: liveness, readiness and the Prometheus scrape
 //! endpoint, whose counters match what reached the output topics.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use integration_tests::*;
@@ -9,11 +8,7 @@ use listing_guard::fixtures::Fixture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_produced_and_probes_answer() {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL
-        .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(4)))
-        .collect();
-    let base = listing_guard::demo::serve_images(images).await.unwrap();
+    let base = serve_fixtures(4).await;
     let topics = Topics::fresh("telemetry");
     topics.create(2).await;
     let n = 40;
