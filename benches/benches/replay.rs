@@ -87,16 +87,16 @@ async fn core_only(s: &Settings, payloads: &[Vec<u8>]) -> f64 {
     let mut bytes = 0usize;
     for chunk in payloads.chunks(s.pipeline.max_in_flight) {
         let outcomes = futures::future::join_all(chunk.iter().enumerate().map(|(i, p)| {
-            let rec = InputRecord {
-                source: SourceCoordinates {
+            let rec = InputRecord::new(
+                SourceCoordinates {
                     topic: "t".into(),
                     partition: 0,
                     offset: i as i64,
                 },
-                key: None,
-                payload: Some(p.clone()),
-                received: Instant::now(),
-            };
+                None,
+                Some(p.clone()),
+                None,
+            );
             let processor = &processor;
             async move { processor.process(&rec).await }
         }))

@@ -349,6 +349,8 @@ pub struct Collected {
     pub dead: Vec<(DeadLetter, HashMap<String, String>)>,
     /// Distinct event ids decided.
     pub distinct_events: std::collections::HashSet<String>,
+    /// Every output record's topic and `traceparent` header, in arrival order.
+    pub traceparents: Vec<(String, Option<String>)>,
 }
 
 impl Collected {
@@ -473,6 +475,14 @@ impl Collector {
                 }
             };
             let payload = msg.payload().unwrap_or_default();
+            let traceparent = msg.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == "traceparent")
+                    .and_then(|x| Some(String::from_utf8_lossy(x.value?).into_owned()))
+            });
+            self.seen
+                .traceparents
+                .push((msg.topic().to_owned(), traceparent));
             if msg.topic() == self.topics.decisions {
                 let d: ModerationDecision =
                     serde_json::from_slice(payload).expect("decision parses");

@@ -97,3 +97,80 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
     );
     assert!(!text.contains("tel-"), "no event or listing ids as labels");
 }
+
+/// A record carrying a W3C `traceparent` header: its decision, its label events and, for a bad
+/// record, its dead letter all carry the same trace id, with the pipeline's own span id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_output_continues_the_input_trace() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    let base = serve_fixtures(6).await;
+    let topics = Topics::fresh("trace");
+    topics.create(1).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let labelled = listing(
+        "trace-1",
+        "taobao",
+        "apparel",
+        &[format!("{base}/img/{}", Fixture::XmpTc260.name())],
+    );
+    let parents = [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ];
+    for (payload, tp) in [(labelled, parents[0]), (b"{broken".to_vec(), parents[1])] {
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        });
+        producer
+            .send(
+                FutureRecord::to(&topics.input)
+                    .key("k")
+                    .payload(&payload)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let pipeline = start_pipeline(&topics);
+    let mut collector = Collector::new(&topics);
+    collector
+        .until(Duration::from_secs(60), |c| {
+            !c.decisions.is_empty() && !c.labels.is_empty() && !c.dead.is_empty()
+        })
+        .await;
+    pipeline.terminate();
+    let seen = &collector.seen;
+    let trace_of = |tp: &str| tp.split('-').nth(1).unwrap().to_owned();
+    for (topic, tp) in &seen.traceparents {
+        let tp = tp
+            .as_deref()
+            .unwrap_or_else(|| panic!("{topic}: no traceparent"));
+        let expected = if *topic == topics.dlq {
+            parents[1]
+        } else {
+            parents[0]
+        };
+        assert_eq!(trace_of(tp), trace_of(expected), "{topic}: {tp}");
+        assert_ne!(tp, expected, "{topic}: the pipeline's own span id");
+        assert_eq!(
+            lg_events::trace::TraceParent::parse(tp).map(|t| t.to_string()),
+            Some(tp.to_owned())
+        );
+    }
+    let topics_seen: std::collections::HashSet<&str> =
+        seen.traceparents.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics_seen.len(),
+        3,
+        "decision, label and dead letter: {topics_seen:?}"
+    );
+}

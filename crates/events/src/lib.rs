@@ -17,6 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod trace;
 mod validate;
 
 pub use validate::{ContractError, ValidationLimits};

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lg_events::trace::{self, TraceParent};
 use lg_events::{
     headers, DeadLetter, LabelBasis, LabelEvent, ModerationDecision, Tc260Aigc, VisibleLabel,
     SCHEMA_VERSION, VISIBLE_LABEL_EN, VISIBLE_LABEL_ZH,
@@ -215,27 +216,35 @@ impl Outputs {
         &self,
         decision: &ModerationDecision,
         labels: &[LabelEvent],
+        trace: Option<&TraceParent>,
     ) -> Result<(), OutputError> {
+        let trace = trace.map(|t| (trace::HEADER, t.to_string()));
         let key = decision.listing_id.as_bytes();
         let mut records = Vec::with_capacity(1 + labels.len());
         records.push(Out {
             topic: &self.topics.decisions,
             key: Some(key),
             payload: serde_json::to_vec(decision).expect("decisions serialise"),
-            headers: vec![
+            headers: [
                 (headers::SCHEMA_VERSION, SCHEMA_VERSION.to_string()),
                 (headers::DECISION_ID, decision.decision_id.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(trace.clone())
+            .collect(),
         });
         for l in labels {
             records.push(Out {
                 topic: &self.topics.labels,
                 key: Some(key),
                 payload: serde_json::to_vec(l).expect("labels serialise"),
-                headers: vec![
+                headers: [
                     (headers::SCHEMA_VERSION, SCHEMA_VERSION.to_string()),
                     (headers::DECISION_ID, decision.decision_id.clone()),
-                ],
+                ]
+                .into_iter()
+                .chain(trace.clone())
+                .collect(),
             });
         }
         let results = futures::future::join_all(records.iter().map(|r| self.deliver(r))).await;
@@ -247,6 +256,7 @@ impl Outputs {
         &self,
         dl: &DeadLetter,
         key: Option<&[u8]>,
+        trace: Option<&TraceParent>,
     ) -> Result<(), OutputError> {
         let rec = Out {
             topic: &self.topics.dlq,
@@ -259,7 +269,10 @@ impl Outputs {
                 (headers::SOURCE_TOPIC, dl.source.topic.clone()),
                 (headers::SOURCE_PARTITION, dl.source.partition.to_string()),
                 (headers::SOURCE_OFFSET, dl.source.offset.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(trace.map(|t| (trace::HEADER, t.to_string())))
+            .collect(),
         };
         self.deliver(&rec).await
     }

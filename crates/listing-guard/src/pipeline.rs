@@ -15,7 +15,7 @@
 //! decision ids are deterministic, a redone record yields the same decision id.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lg_events::SourceCoordinates;
 use lg_ingest::consumer::{
@@ -29,6 +29,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::detect_service::DetectorHandle;
@@ -106,6 +107,7 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
         policy = processor.policy.version(), "pipeline started"
     );
     let stats = drive(
+        &k.group_id,
         consumer,
         outputs,
         processor,
@@ -119,6 +121,7 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
 }
 
 struct Shared {
+    group: String,
     consumer: Arc<GuardConsumer>,
     tracker: Mutex<OffsetTracker>,
     outputs: Outputs,
@@ -127,6 +130,7 @@ struct Shared {
 }
 
 async fn drive(
+    group: &str,
     consumer: Arc<GuardConsumer>,
     outputs: Outputs,
     processor: Processor,
@@ -135,6 +139,7 @@ async fn drive(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<RunStats> {
     let shared = Arc::new(Shared {
+        group: group.to_owned(),
         consumer: Arc::clone(&consumer),
         tracker: Mutex::new(OffsetTracker::new()),
         outputs,
@@ -160,16 +165,16 @@ async fn drive(
                 continue;
             }
         };
-        let rec = InputRecord {
-            source: SourceCoordinates {
+        let rec = InputRecord::new(
+            SourceCoordinates {
                 topic: msg.topic().to_owned(),
                 partition: msg.partition(),
                 offset: msg.offset(),
             },
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            received: Instant::now(),
-        };
+            msg.key().map(<[u8]>::to_vec),
+            msg.payload().map(<[u8]>::to_vec),
+            traceparent(&msg).as_deref(),
+        );
         drop(msg);
         shared.tracker.lock().expect("tracker lock").begin(
             &rec.source.topic,
@@ -234,8 +239,28 @@ pub(crate) async fn next_record<'c, C: ConsumerContext + 'static>(
 }
 
 async fn handle(sh: &Shared, rec: InputRecord) {
+    // One span per record, named with the OpenTelemetry messaging conventions; the W3C trace
+    // id it continues is a field, so every log line of the record can be joined to the trace.
+    let span = tracing::info_span!(
+        "record",
+        messaging.system = "kafka",
+        messaging.operation = "process",
+        messaging.destination.name = %rec.source.topic,
+        messaging.kafka.destination.partition = rec.source.partition,
+        messaging.kafka.message.offset = rec.source.offset,
+        messaging.kafka.consumer.group = %sh.group,
+        trace_id = %rec.trace.trace_id_hex(),
+    );
+    handle_in_span(sh, rec).instrument(span).await;
+}
+
+async fn handle_in_span(sh: &Shared, rec: InputRecord) {
     let outcome = sh.processor.process(&rec).await;
-    let delivered = match deliver(&sh.outputs, &sh.processor, &rec, &outcome).await {
+    let produce = tracing::info_span!("produce");
+    let delivered = match deliver(&sh.outputs, &sh.processor, &rec, &outcome)
+        .instrument(produce)
+        .await
+    {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered; record will be redone");
@@ -262,6 +287,16 @@ async fn handle(sh: &Shared, rec: InputRecord) {
             tracing::debug!(topic = %s.topic, partition = s.partition, error = %e, "could not store offset");
         }
     }
+}
+
+/// The value of a record's `traceparent` header, if it has one in UTF-8.
+pub(crate) fn traceparent<M: Message>(msg: &M) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(lg_events::trace::HEADER))
+        .and_then(|h| std::str::from_utf8(h.value?).ok().map(str::to_owned))
 }
 
 /// Counts what reached the broker for `rec` in the metrics.
@@ -320,11 +355,11 @@ pub(crate) async fn deliver(
     let key = rec.key.as_deref();
     let first = match outcome {
         Outcome::Decided(d, labels) => outputs
-            .emit_decision(d, labels)
+            .emit_decision(d, labels, Some(&rec.trace))
             .await
             .map(|()| Delivered::Decision),
         Outcome::Dead(dl) => outputs
-            .emit_dead_letter(dl, key)
+            .emit_dead_letter(dl, key, Some(&rec.trace))
             .await
             .map(|()| Delivered::DeadLetter),
     };
@@ -340,14 +375,16 @@ pub(crate) async fn deliver(
         Outcome::Dead(dl) => dl.error_class,
     };
     let dl = processor.dead_letter(rec, class, refusal.clone());
-    match outputs.emit_dead_letter(&dl, key).await {
+    match outputs.emit_dead_letter(&dl, key, Some(&rec.trace)).await {
         Err(OutputError::Rejected { .. }) => {
             let mut bare = dl;
             bare.payload_base64.clear();
             bare.payload_utf8 = None;
             bare.key_base64 = None;
             bare.payload_truncated = bare.payload_size > 0;
-            outputs.emit_dead_letter(&bare, None).await?;
+            outputs
+                .emit_dead_letter(&bare, None, Some(&rec.trace))
+                .await?;
         }
         other => other?,
     }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use lg_events::trace::TraceParent;
 use lg_events::{
     DeadLetter, ImageDecision, ImageFailure, LabelEvent, ListingEvent, ModerationDecision, Signals,
     SourceCoordinates, ValidationLimits, Versions, SCHEMA_VERSION,
 };
 use lg_ingest::fetch::ImageFetcher;
 use lg_policy::{evaluate, ImageInput, Policy};
+use tracing::Instrument;
 
 use crate::cache::{CachedAnalysis, ScoreCache};
 use crate::detect_service::DetectorHandle;
@@ -26,6 +28,34 @@ pub struct InputRecord {
     pub payload: Option<Vec<u8>>,
     /// When the pipeline received it.
     pub received: Instant,
+    /// Its trace context: the input's `traceparent` continued with this record's span, or a
+    /// new trace; written into every output record's headers.
+    pub trace: TraceParent,
+}
+
+impl InputRecord {
+    /// A record received now, with the value of its `traceparent` header, if any.
+    pub fn new(
+        source: SourceCoordinates,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        traceparent: Option<&str>,
+    ) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!(
+            "{}/{}/{}/{nanos}",
+            source.topic, source.partition, source.offset
+        );
+        Self {
+            trace: TraceParent::for_record(traceparent, seed.as_bytes()),
+            source,
+            key,
+            payload,
+            received: Instant::now(),
+        }
+    }
 }
 
 /// What to produce for a record.
@@ -107,7 +137,8 @@ impl Processor {
                 },
             })
             .collect();
-        let verdict = evaluate(&self.policy, &event.marketplace, &event.category, &inputs);
+        let verdict = tracing::info_span!("policy")
+            .in_scope(|| evaluate(&self.policy, &event.marketplace, &event.category, &inputs));
         let images: Vec<ImageDecision> = event
             .images
             .iter()
@@ -192,7 +223,8 @@ impl Processor {
         if let Some(hit) = self.cached_for_url(url) {
             return hit.into();
         }
-        let fetched = match self.fetcher.fetch(url).await {
+        let fetch = tracing::info_span!("fetch");
+        let fetched = match self.fetcher.fetch(url).instrument(fetch).await {
             Ok(f) => f,
             Err(e) => {
                 let class = e.class();
@@ -215,7 +247,14 @@ impl Processor {
                 return hit.into();
             }
         }
-        let Some(a) = self.detector.analyse(fetched.bytes).await else {
+        // Decode and detect run together in the batching detector service.
+        let detect = tracing::info_span!("decode_detect", bytes = fetched.bytes.len());
+        let Some(a) = self
+            .detector
+            .analyse(fetched.bytes)
+            .instrument(detect)
+            .await
+        else {
             let failure = ImageFailure {
                 class: "detector_unavailable".into(),
                 message: "detector service stopped".into(),

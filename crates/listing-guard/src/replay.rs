@@ -340,16 +340,16 @@ pub async fn run(
         if offset + 1 >= end {
             open.remove(&p);
         }
-        let rec = InputRecord {
-            source: SourceCoordinates {
+        let rec = InputRecord::new(
+            SourceCoordinates {
                 topic: msg.topic().to_owned(),
                 partition: p,
                 offset,
             },
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
-            received: Instant::now(),
-        };
+            msg.key().map(<[u8]>::to_vec),
+            msg.payload().map(<[u8]>::to_vec),
+            crate::pipeline::traceparent(&msg).as_deref(),
+        );
         let ts = msg.timestamp().to_millis();
         drop(msg);
         shared
@@ -408,7 +408,7 @@ async fn handle(sh: &Shared, rec: InputRecord, in_window: bool) {
         let delivered = match sh.processor.process(&rec).await {
             Outcome::Decided(d, _labels) => {
                 // Decisions only: a re-audit never re-emits enforcement (labels).
-                let r = sh.outputs.emit_decision(&d, &[]).await;
+                let r = sh.outputs.emit_decision(&d, &[], Some(&rec.trace)).await;
                 if r.is_ok() {
                     sh.stats.lock().expect("stats lock").decisions += 1;
                 }
