@@ -15,7 +15,6 @@
 //!
 //! Prints events/s for each and `ratio replay/read-only: X.XX`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use integration_tests::{brokers, produce_timed, Topics};
@@ -149,11 +148,7 @@ fn main() {
         .unwrap_or(20_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let images: HashMap<String, Vec<u8>> = Fixture::ALL
-            .iter()
-            .map(|f| (f.name().to_owned(), f.bytes(11)))
-            .collect();
-        let base = listing_guard::demo::serve_images(images).await.unwrap();
+        let base = listing_guard::demo::serve_fixtures(11).await.unwrap();
         let topics = Topics::fresh("bench-replay");
         topics.create(2).await;
         let records: Vec<_> = (0..n)

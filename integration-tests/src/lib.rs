@@ -547,19 +547,9 @@ pub fn scale(reduced: usize, full_scale: usize) -> usize {
     }
 }
 
-/// Serves every fixture (`/img/{name}`, bytes from `seed`) over HTTP on 127.0.0.1; returns the
-/// base URL.
-pub async fn serve_fixtures(seed: u32) -> String {
-    let images = listing_guard::fixtures::Fixture::ALL
-        .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(seed)))
-        .collect();
-    listing_guard::demo::serve_images(images).await.unwrap()
-}
-
 /// Serves the fixtures and returns `n` listings of 1–2 images each.
 pub async fn fixture_listings(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
-    let base = serve_fixtures(9).await;
+    let base = listing_guard::demo::serve_fixtures(9).await.unwrap();
     (0..n)
         .map(|i| {
             let f = listing_guard::fixtures::Fixture::ALL

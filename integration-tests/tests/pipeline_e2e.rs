@@ -43,11 +43,7 @@ fn malformed(i: usize) -> (Vec<u8>, DeadLetterClass) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_listings_end_to_end() {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL
-        .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(11)))
-        .collect();
-    let base = listing_guard::demo::serve_images(images).await.unwrap();
+    let base = listing_guard::demo::serve_fixtures(11).await.unwrap();
     let dead_port = closed_port();
     let topics = Topics::fresh("e2e");
     topics.create(3).await;

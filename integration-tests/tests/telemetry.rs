@@ -8,7 +8,7 @@ use listing_guard::fixtures::Fixture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_produced_and_probes_answer() {
-    let base = serve_fixtures(4).await;
+    let base = listing_guard::demo::serve_fixtures(4).await.unwrap();
     let topics = Topics::fresh("telemetry");
     topics.create(2).await;
     let n = 40;
@@ -106,7 +106,7 @@ async fn every_output_continues_the_input_trace() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::ClientConfig;
 
-    let base = serve_fixtures(6).await;
+    let base = listing_guard::demo::serve_fixtures(6).await.unwrap();
     let topics = Topics::fresh("trace");
     topics.create(1).await;
     let producer: FutureProducer = ClientConfig::new()

@@ -86,7 +86,9 @@ pub fn decode_checked(
 ) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
     let out = crate::decode(bytes, limits);
     if let Ok((info, img)) = &out {
-        assert_eq!((info.width, info.height), (img.width(), img.height()));
+        let mut shown = img.clone();
+        shown.apply_orientation(info.orientation);
+        assert_eq!((info.width, info.height), (shown.width(), shown.height()));
         assert!(
             info.width <= limits.max_dimension && info.height <= limits.max_dimension,
             "{}x{} over max dimension {}",

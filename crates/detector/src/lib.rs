@@ -19,8 +19,10 @@ pub mod provenance;
 #[doc(hidden)]
 pub mod fuzzing;
 
-/// Version of the provenance reader; part of every decision id.
-pub const PROVENANCE_VERSION: &str = "provenance@1";
+/// Version of the provenance reader and the decoding in front of the model; part of every
+/// decision id and of the score cache's analysis version. 2: the model scores images as shown
+/// (EXIF orientation applied) and dimensions are reported as shown.
+pub const PROVENANCE_VERSION: &str = "provenance@2";
 
 /// Bounds on decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,12 +134,14 @@ pub struct Analysis {
 /// Facts about a decoded image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodedInfo {
-    /// Width in pixels.
+    /// Width in pixels, as shown (after the EXIF orientation).
     pub width: u32,
-    /// Height in pixels.
+    /// Height in pixels, as shown (after the EXIF orientation).
     pub height: u32,
     /// Container format.
     pub format: ImageFormat,
+    /// The EXIF orientation; the decoded image is as stored, the model scores it as shown.
+    pub orientation: image::metadata::Orientation,
 }
 
 /// The detector: decode limits plus an optional pixel model.
@@ -196,7 +200,15 @@ impl Detector {
                 Ok((info, img)) => (Ok(info), Some(img)),
                 Err(e) => (Err(e), None),
             };
+            // Metadata (and hidden parameters in the pixel bits) are read as stored; the model
+            // sees the image as a viewer shows it.
             let provenance = provenance::read(bytes, img.as_ref());
+            let img = img.map(|mut i| {
+                if let Ok(info) = &info {
+                    i.apply_orientation(info.orientation);
+                }
+                i
+            });
             out.push(Analysis {
                 sha256: lg_events::sha256_hex(bytes),
                 provenance,
@@ -262,17 +274,27 @@ pub fn decode(
     lim.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(lim);
     let mut decoder = reader.into_decoder().map_err(map_image_error)?;
-    // A phone photo stored sideways with an EXIF orientation is shown upright; score it as shown.
+    // A phone photo stored sideways with an EXIF orientation is shown upright.
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-    img.apply_orientation(orientation);
+    let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    use image::metadata::Orientation as O;
+    let turned = matches!(
+        orientation,
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
+    );
+    let (width, height) = if turned {
+        (img.height(), img.width())
+    } else {
+        (img.width(), img.height())
+    };
     Ok((
         DecodedInfo {
-            width: img.width(),
-            height: img.height(),
+            width,
+            height,
             format,
+            orientation,
         },
         img,
     ))

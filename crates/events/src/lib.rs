@@ -446,7 +446,7 @@ impl DeadLetterClass {
 /// A record the pipeline could not process (topic `moderation.dlq.v1`).
 ///
 /// The original bytes are kept exactly in `payload_base64`; `payload_utf8` repeats them as text
-/// when they are valid UTF-8. A payload over the pipeline's dead-letter bound (so that the dead
+/// when they are valid UTF-8 and at most [`DEAD_LETTER_TEXT_MAX`] bytes. A payload over the pipeline's dead-letter bound (so that the dead
 /// letter stays under the broker's message size limit) is cut: `payload_truncated` is true,
 /// `payload_base64` holds its first bytes, and `payload_size`, `payload_sha256` and `source`
 /// still name the whole record, which stays in the input topic at those coordinates. The same
@@ -497,6 +497,11 @@ pub mod headers {
     pub const DECISION_ID: &str = "lg-decision-id";
 }
 
+/// Payloads up to this size also get a `payload_utf8` copy in their dead letter.
+pub const DEAD_LETTER_TEXT_MAX: usize = 64 * 1024;
+/// Most key bytes copied into a dead letter (the record's own Kafka key stays whole).
+pub const DEAD_LETTER_KEY_MAX: usize = 4 * 1024;
+
 impl DeadLetter {
     /// Builds a dead letter that keeps `payload` untouched.
     pub fn new(
@@ -523,17 +528,20 @@ impl DeadLetter {
         let b64 = base64::engine::general_purpose::STANDARD;
         let kept = &payload[..payload.len().min(max_payload)];
         let truncated = kept.len() < payload.len();
+        // The text copy is a convenience for readers; JSON escaping can grow it several times,
+        // so only short payloads get one.
+        let with_text = !truncated && payload.len() <= DEAD_LETTER_TEXT_MAX;
         Self {
             schema_version: SCHEMA_VERSION,
             error_class: class,
             error_message: message.into(),
             source,
-            key_base64: key.map(|k| b64.encode(&k[..k.len().min(max_payload)])),
+            key_base64: key.map(|k| b64.encode(&k[..k.len().min(DEAD_LETTER_KEY_MAX)])),
             payload_base64: b64.encode(kept),
-            payload_utf8: if truncated {
-                None
-            } else {
+            payload_utf8: if with_text {
                 std::str::from_utf8(payload).ok().map(str::to_owned)
+            } else {
+                None
             },
             payload_sha256: sha256_hex(payload),
             payload_size: payload.len() as u64,

@@ -22,14 +22,12 @@ pub struct TraceParent {
     pub flags: u8,
 }
 
+/// Lower-case hex of exactly `out.len()` bytes (the format allows no upper case).
 fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(())
+    hex::decode_to_slice(s, out).ok()
 }
 
 impl TraceParent {
@@ -88,12 +86,8 @@ impl TraceParent {
 
     /// The trace id as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
+        hex::encode(self.trace_id)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl std::fmt::Display for TraceParent {
@@ -101,8 +95,8 @@ impl std::fmt::Display for TraceParent {
         write!(
             f,
             "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
+            hex::encode(self.trace_id),
+            hex::encode(self.parent_id),
             self.flags
         )
     }

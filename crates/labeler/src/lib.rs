@@ -72,21 +72,15 @@ pub enum OutputError {
     Config(#[from] KafkaError),
 }
 
-/// Whether a produce error is a refusal of the record itself, which no retry can fix. Anything
-/// else (timeouts, broker down, leader changes, unknown topic while it is being created) is
-/// retried.
+/// Whether a produce error is a refusal of the record itself (too large, invalid), which no
+/// retry can fix. Anything else is retried: timeouts, broker down, leader changes, an unknown
+/// topic while it is being created, and deployment mistakes such as a missing ACL, which must
+/// stall the pipeline (and alert) rather than send every record to the dead-letter topic.
 pub fn is_permanent(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
-        Some(
-            C::MessageSizeTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidMessage
-                | C::InvalidRecord
-                | C::TopicAuthorizationFailed
-                | C::InvalidTopic
-        )
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::InvalidRecord)
     )
 }
 
@@ -247,7 +241,11 @@ impl Outputs {
                 .collect(),
             });
         }
-        let results = futures::future::join_all(records.iter().map(|r| self.deliver(r))).await;
+        // The decision first: if it is refused, no label of it is out either. Labels follow it
+        // together.
+        let (decision, labels) = records.split_first().expect("the decision is first");
+        self.deliver(decision).await?;
+        let results = futures::future::join_all(labels.iter().map(|r| self.deliver(r))).await;
         results.into_iter().collect()
     }
 
@@ -335,7 +333,9 @@ mod tests {
         use rdkafka::types::RDKafkaErrorCode as C;
         let produce = KafkaError::MessageProduction;
         assert!(is_permanent(&produce(C::MessageSizeTooLarge)));
-        assert!(is_permanent(&produce(C::TopicAuthorizationFailed)));
+        assert!(is_permanent(&produce(C::InvalidRecord)));
+        assert!(!is_permanent(&produce(C::TopicAuthorizationFailed)));
+        assert!(!is_permanent(&produce(C::InvalidMessage)));
         assert!(!is_permanent(&produce(C::MessageTimedOut)));
         assert!(!is_permanent(&produce(C::NotLeaderForPartition)));
         assert!(!is_permanent(&produce(C::UnknownTopicOrPartition)));

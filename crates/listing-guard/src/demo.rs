@@ -86,13 +86,18 @@ fn listing_json(i: usize, s: &Sample, base: &str) -> String {
     .to_string()
 }
 
-/// Runs the demo and prints the table.
-pub async fn run() -> anyhow::Result<()> {
+/// Serves every fixture (`/img/{name}`, bytes from `seed`) on 127.0.0.1; returns the base URL.
+pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
     let images: HashMap<String, Vec<u8>> = Fixture::ALL
         .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(7)))
+        .map(|f| (f.name().to_owned(), f.bytes(seed)))
         .collect();
-    let base = serve_images(images).await?;
+    serve_images(images).await
+}
+
+/// Runs the demo and prints the table.
+pub async fn run() -> anyhow::Result<()> {
+    let base = serve_fixtures(7).await?;
     let closed_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()

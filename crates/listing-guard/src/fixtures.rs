@@ -257,8 +257,13 @@ mod tests {
         let sideways = with_jpeg_exif_orientation(&jpeg(&photo(64, 32, 1)), 6);
         let limits = lg_detector::DecodeLimits::default();
         let (info, img) = lg_detector::decode(&sideways, &limits).unwrap();
-        assert_eq!((info.width, info.height), (32, 64));
-        assert_eq!((img.width(), img.height()), (32, 64));
+        assert_eq!((info.width, info.height), (32, 64), "reported as shown");
+        assert_eq!((img.width(), img.height()), (64, 32), "decoded as stored");
+        assert_eq!(
+            info.orientation,
+            image::metadata::Orientation::Rotate90,
+            "the model turns it before scoring"
+        );
         let upright = jpeg(&photo(64, 32, 1));
         let (info, _) = lg_detector::decode(&upright, &limits).unwrap();
         assert_eq!((info.width, info.height), (64, 32));

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lg_events::SourceCoordinates;
+use lg_events::{DeadLetter, DeadLetterClass, SourceCoordinates};
 use lg_ingest::consumer::{
     build_consumer, commit_positions, store_position, ConsumerSettings, GuardConsumer,
 };
@@ -263,7 +263,14 @@ async fn handle_in_span(sh: &Shared, rec: InputRecord) {
     {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered; record will be redone");
+            // The partition's committed position stays before this record, so it is redone
+            // after a restart or rebalance: at shutdown that is the plan; mid-run (even the
+            // bare dead letter was refused) the partition's progress is held until then.
+            if matches!(e, OutputError::Abandoned { .. }) {
+                tracing::warn!(offset = rec.source.offset, error = %e, "outputs not delivered at shutdown; redone on restart");
+            } else {
+                tracing::error!(offset = rec.source.offset, error = %e, "outputs not delivered anywhere; the partition's position is held before this record");
+            }
             return;
         }
     };
@@ -364,29 +371,38 @@ pub(crate) async fn deliver(
             .map(|()| Delivered::DeadLetter),
     };
     let refusal = match first {
-        Err(OutputError::Rejected { topic, source }) => {
-            format!("{topic} refused the output: {source}")
-        }
+        Err(e @ OutputError::Rejected { .. }) => e.to_string(),
         other => return other,
     };
     tracing::error!(topic = %rec.source.topic, partition = rec.source.partition, offset = rec.source.offset, error = %refusal, "output refused by the broker; dead-lettering the input");
-    let class = match outcome {
-        Outcome::Decided(..) => lg_events::DeadLetterClass::OutputRejected,
-        Outcome::Dead(dl) => dl.error_class,
+    let bare = |mut dl: DeadLetter| {
+        dl.payload_base64.clear();
+        dl.payload_utf8 = None;
+        dl.key_base64 = None;
+        dl.payload_truncated = dl.payload_size > 0;
+        dl
     };
-    let dl = processor.dead_letter(rec, class, refusal.clone());
-    match outputs.emit_dead_letter(&dl, key, Some(&rec.trace)).await {
-        Err(OutputError::Rejected { .. }) => {
-            let mut bare = dl;
-            bare.payload_base64.clear();
-            bare.payload_utf8 = None;
-            bare.key_base64 = None;
-            bare.payload_truncated = bare.payload_size > 0;
+    match outcome {
+        Outcome::Decided(..) => {
+            let dl = processor.dead_letter(rec, DeadLetterClass::OutputRejected, refusal);
+            match outputs.emit_dead_letter(&dl, key, Some(&rec.trace)).await {
+                Err(OutputError::Rejected { .. }) => {
+                    outputs
+                        .emit_dead_letter(&bare(dl), None, Some(&rec.trace))
+                        .await?;
+                }
+                other => other?,
+            }
+        }
+        // The dead letter itself was refused: a copy with the same payload bound would be
+        // refused again, so the copy without the payload goes, with the refusal appended.
+        Outcome::Dead(dl) => {
+            let mut dl = bare((**dl).clone());
+            dl.error_message = format!("{} (then: {refusal})", dl.error_message);
             outputs
-                .emit_dead_letter(&bare, None, Some(&rec.trace))
+                .emit_dead_letter(&dl, None, Some(&rec.trace))
                 .await?;
         }
-        other => other?,
     }
     Ok(Delivered::DeadLetter)
 }
@@ -394,20 +410,24 @@ pub(crate) async fn deliver(
 /// A watch channel that turns true on SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    // The handlers are installed here, before the caller loads its model and connects: a
+    // SIGTERM during start-up then stops the pipeline cleanly instead of killing the process.
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+            let _ = tx.send(true);
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
         let _ = tx.send(true);
     });
     rx

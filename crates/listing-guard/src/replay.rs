@@ -70,6 +70,8 @@ pub struct ReplayStats {
     pub decisions: u64,
     /// Records that are not valid listing events (counted, not dead-lettered again).
     pub invalid: u64,
+    /// Decisions the broker refused for good (e.g. over its message size limit).
+    pub refused: u64,
 }
 
 /// One partition's bounds and progress.
@@ -419,9 +421,17 @@ async fn handle(sh: &Shared, rec: InputRecord, in_window: bool) {
                 Ok(())
             }
         };
-        if let Err(e) = delivered {
-            tracing::warn!(offset = rec.source.offset, error = %e, "re-audit decision not delivered; redone on resume");
-            return;
+        match delivered {
+            Ok(()) => {}
+            // Refused for good (e.g. too large): counted and passed, or no resume could finish.
+            Err(e @ lg_labeler::OutputError::Rejected { .. }) => {
+                tracing::error!(offset = rec.source.offset, error = %e, "re-audit decision refused by the broker; counted in stats.refused");
+                sh.stats.lock().expect("stats lock").refused += 1;
+            }
+            Err(e) => {
+                tracing::warn!(offset = rec.source.offset, error = %e, "re-audit decision not delivered; redone on resume");
+                return;
+            }
         }
     } else {
         sh.stats.lock().expect("stats lock").outside_window += 1;

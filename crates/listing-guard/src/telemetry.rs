@@ -3,14 +3,14 @@
 //!
 //! - `GET /healthz`: 200 while the process serves requests (liveness).
 //! - `GET /readyz`: 200 when partitions of the input topic are assigned and a bootstrap broker
-//!   accepts a TCP connection within 1 s; 503 with the reason otherwise (readiness: a pod whose
+//!   accepts a TCP connection within 0.8 s (all are tried at once); 503 with the reason otherwise (readiness: a pod whose
 //!   broker is unreachable is not counted as available). librdkafka's own views are no such
 //!   check: a metadata request may be answered from its cache, and its statistics arrive only
 //!   when the consumer is polled.
 //! - `GET /metrics`: every metric of [`crate::metrics`], in the Prometheus/OpenMetrics text
 //!   format; consumer lag is refreshed from librdkafka's latest statistics on each scrape.
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,18 +59,13 @@ pub async fn serve(
 }
 
 async fn readyz(State(r): State<Ready>) -> impl IntoResponse {
-    let checked = tokio::task::spawn_blocking(move || check_ready(&r)).await;
-    match checked {
-        Ok(Ok(msg)) => (StatusCode::OK, msg),
-        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, why),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("check failed: {e}\n"),
-        ),
+    match check_ready(&r).await {
+        Ok(msg) => (StatusCode::OK, msg),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
-fn check_ready(r: &Ready) -> Result<String, String> {
+async fn check_ready(r: &Ready) -> Result<String, String> {
     let assigned = r
         .consumer
         .assignment()
@@ -79,18 +74,29 @@ fn check_ready(r: &Ready) -> Result<String, String> {
     if assigned == 0 {
         return Err("not ready: no partitions assigned\n".into());
     }
-    let reachable = r.brokers.iter().any(|b| {
-        b.to_socket_addrs().is_ok_and(|mut addrs| {
-            addrs.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-        })
+    // Every bootstrap broker at once; one accepting within the deadline is enough.
+    let attempts = r.brokers.iter().map(|b| {
+        let addr = broker_addr(b);
+        Box::pin(async move { tokio::net::TcpStream::connect(addr).await.map(drop) })
     });
-    if !reachable {
-        return Err(format!(
+    let any = futures::future::select_ok(attempts);
+    match tokio::time::timeout(Duration::from_millis(800), any).await {
+        Ok(Ok(_)) => Ok(format!("ready: {assigned} partitions assigned\n")),
+        _ => Err(format!(
             "not ready: broker unreachable ({})\n",
             r.brokers.join(",")
-        ));
+        )),
     }
-    Ok(format!("ready: {assigned} partitions assigned\n"))
+}
+
+/// `host:port` of a bootstrap entry as librdkafka accepts it: an optional `proto://` prefix,
+/// and the port 9092 when none is given.
+fn broker_addr(entry: &str) -> String {
+    let b = entry.rsplit("://").next().unwrap_or(entry);
+    match b.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() && !b.ends_with(']') => b.to_owned(),
+        _ => format!("{b}:9092"),
+    }
 }
 
 async fn metrics(State(r): State<Ready>) -> impl IntoResponse {
@@ -108,4 +114,18 @@ async fn metrics(State(r): State<Ready>) -> impl IntoResponse {
         )],
         METRICS.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broker_addr;
+
+    #[test]
+    fn bootstrap_entries_become_addresses() {
+        assert_eq!(broker_addr("kafka-0:9093"), "kafka-0:9093");
+        assert_eq!(broker_addr("SSL://kafka-0:9093"), "kafka-0:9093");
+        assert_eq!(broker_addr("kafka-0"), "kafka-0:9092");
+        assert_eq!(broker_addr("[::1]:9095"), "[::1]:9095");
+        assert_eq!(broker_addr("[::1]"), "[::1]:9092");
+    }
 }
