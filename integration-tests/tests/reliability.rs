@@ -24,7 +24,7 @@ impl Lcg {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_storm_loses_nothing() {
     let n = scale(600, 5_000);
-    let kills = scale(4, 20);
+    let kills = scale(2, 20);
     let topics = Topics::fresh("storm");
     topics.create(3).await;
     let records = fixture_listings("storm", n).await;
