@@ -8,6 +8,16 @@ use std::time::Duration;
 
 use integration_tests::*;
 
+/// How long a killed pipeline stays down before its restart (`LG_RESTART_DELAY_MS`, default
+/// 11 s: past the 10 s session timeout).
+fn restart_delay() -> Duration {
+    let ms = std::env::var("LG_RESTART_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(11_000);
+    Duration::from_millis(ms)
+}
+
 /// A small deterministic generator for the kill moments (the seed is printed).
 struct Lcg(u64);
 
@@ -46,6 +56,11 @@ async fn sigkill_storm_loses_nothing() {
             .await;
         tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
         child.kill();
+        // tansu 0.6.0 mishandles a static member that rejoins before its killed predecessor's
+        // session has expired: the group later revokes everything and never reassigns
+        // (measured: 2 of 4 full runs stalled). Waiting out the session (10 s) avoids it;
+        // against Apache Kafka set LG_RESTART_DELAY_MS=0.
+        tokio::time::sleep(restart_delay()).await;
         child = start_pipeline(&topics);
     }
     collector
