@@ -550,6 +550,18 @@ impl DeadLetter {
         }
     }
 
+    /// A copy without the payload and key bytes (size, SHA-256 and coordinates stay): the
+    /// last resort when even a bounded dead letter is refused by the broker.
+    pub fn without_payload(&self) -> Self {
+        Self {
+            key_base64: None,
+            payload_base64: String::new(),
+            payload_utf8: None,
+            payload_truncated: self.payload_size > 0,
+            ..self.clone()
+        }
+    }
+
     /// Decodes `key_base64` back into the original key bytes, if there was a key.
     pub fn original_key(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
         use base64::Engine as _;
@@ -694,6 +706,12 @@ mod tests {
         assert_eq!(dl.payload_size, 1000);
         assert_eq!(dl.payload_sha256, sha256_hex(&payload));
         assert_eq!(dl.payload_utf8, None);
+        let bare = dl.without_payload();
+        assert!(bare.payload_truncated && bare.payload_base64.is_empty());
+        assert_eq!(
+            (bare.payload_size, &bare.payload_sha256, &bare.source),
+            (dl.payload_size, &dl.payload_sha256, &dl.source)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lg_events::{DeadLetter, DeadLetterClass, SourceCoordinates};
+use lg_events::{DeadLetterClass, SourceCoordinates};
 use lg_ingest::consumer::{
     build_consumer, commit_positions, store_position, ConsumerSettings, GuardConsumer,
 };
@@ -308,7 +308,7 @@ pub(crate) fn traceparent<M: Message>(msg: &M) -> Option<String> {
 
 /// Counts what reached the broker for `rec` in the metrics.
 fn count_delivered(outcome: &Outcome, delivered: Delivered, rec: &InputRecord) {
-    match (outcome, delivered) {
+    let dead_class = match (outcome, delivered) {
         (Outcome::Decided(d, _), Delivered::Decision) => {
             METRICS
                 .decisions
@@ -317,23 +317,17 @@ fn count_delivered(outcome: &Outcome, delivered: Delivered, rec: &InputRecord) {
                     marketplace: d.marketplace.clone(),
                 })
                 .inc();
+            None
         }
-        (Outcome::Dead(dl), _) => {
-            let class = dl.error_class.as_str().to_owned();
-            METRICS
-                .dead_letters
-                .get_or_create(&ClassLabels { class })
-                .inc();
-        }
-        (Outcome::Decided(..), Delivered::DeadLetter) => {
-            let class = lg_events::DeadLetterClass::OutputRejected
-                .as_str()
-                .to_owned();
-            METRICS
-                .dead_letters
-                .get_or_create(&ClassLabels { class })
-                .inc();
-        }
+        (Outcome::Dead(dl), _) => Some(dl.error_class),
+        (Outcome::Decided(..), Delivered::DeadLetter) => Some(DeadLetterClass::OutputRejected),
+    };
+    if let Some(class) = dead_class {
+        let class = class.as_str().to_owned();
+        METRICS
+            .dead_letters
+            .get_or_create(&ClassLabels { class })
+            .inc();
     }
     METRICS
         .end_to_end_seconds
@@ -375,20 +369,13 @@ pub(crate) async fn deliver(
         other => return other,
     };
     tracing::error!(topic = %rec.source.topic, partition = rec.source.partition, offset = rec.source.offset, error = %refusal, "output refused by the broker; dead-lettering the input");
-    let bare = |mut dl: DeadLetter| {
-        dl.payload_base64.clear();
-        dl.payload_utf8 = None;
-        dl.key_base64 = None;
-        dl.payload_truncated = dl.payload_size > 0;
-        dl
-    };
     match outcome {
         Outcome::Decided(..) => {
             let dl = processor.dead_letter(rec, DeadLetterClass::OutputRejected, refusal);
             match outputs.emit_dead_letter(&dl, key, Some(&rec.trace)).await {
                 Err(OutputError::Rejected { .. }) => {
                     outputs
-                        .emit_dead_letter(&bare(dl), None, Some(&rec.trace))
+                        .emit_dead_letter(&dl.without_payload(), None, Some(&rec.trace))
                         .await?;
                 }
                 other => other?,
@@ -397,7 +384,7 @@ pub(crate) async fn deliver(
         // The dead letter itself was refused: a copy with the same payload bound would be
         // refused again, so the copy without the payload goes, with the refusal appended.
         Outcome::Dead(dl) => {
-            let mut dl = bare((**dl).clone());
+            let mut dl = dl.without_payload();
             dl.error_message = format!("{} (then: {refusal})", dl.error_message);
             outputs
                 .emit_dead_letter(&dl, None, Some(&rec.trace))
