@@ -16,6 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 
 pub mod hostile;
+pub mod otlp;
 
 static BROKER_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 

@@ -99,7 +99,9 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
 }
 
 /// A record carrying a W3C `traceparent` header: its decision, its label events and, for a bad
-/// record, its dead letter all carry the same trace id, with the pipeline's own span id.
+/// record, its dead letter all carry the same trace id, with the pipeline's own span id. With
+/// OTLP export on, that span id is the exported `record` span's: a child of the input's span,
+/// with fetch, detect, policy and produce spans under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_output_continues_the_input_trace() {
     use rdkafka::message::{Header, OwnedHeaders};
@@ -140,13 +142,27 @@ async fn every_output_continues_the_input_trace() {
             .map_err(|(e, _)| e)
             .unwrap();
     }
-    let pipeline = start_pipeline(&topics);
+    let otlp = integration_tests::otlp::OtlpReceiver::start().await;
+    let pipeline = start_pipeline_with(
+        &topics,
+        &[
+            (
+                "LISTING_GUARD__TELEMETRY__OTLP_ENDPOINT",
+                otlp.endpoint.clone(),
+            ),
+            (
+                "LISTING_GUARD__TELEMETRY__SERVICE_NAME",
+                "lg-trace-test".into(),
+            ),
+        ],
+    );
     let mut collector = Collector::new(&topics);
     collector
         .until(Duration::from_secs(60), |c| {
             !c.decisions.is_empty() && !c.labels.is_empty() && !c.dead.is_empty()
         })
         .await;
+    // A clean exit flushes the span exporter.
     pipeline.terminate();
     let seen = &collector.seen;
     let trace_of = |tp: &str| tp.split('-').nth(1).unwrap().to_owned();
@@ -173,4 +189,61 @@ async fn every_output_continues_the_input_trace() {
         3,
         "decision, label and dead letter: {topics_seen:?}"
     );
+
+    // The exported spans: one `record` span per input, the child of the input's span, whose id
+    // is the parent every output names.
+    assert!(
+        otlp.paths().iter().all(|p| p == "/v1/traces") && !otlp.paths().is_empty(),
+        "{:?}",
+        otlp.paths()
+    );
+    let spans = otlp.spans();
+    let records: Vec<_> = spans.iter().filter(|(_, s)| s.name == "record").collect();
+    assert_eq!(records.len(), 2, "one record span per input: {spans:#?}");
+    for (service, span) in &records {
+        assert!(service.contains("lg-trace-test"), "{service}");
+        let input = parents
+            .iter()
+            .map(|p| lg_events::trace::TraceParent::parse(p).unwrap())
+            .find(|p| p.trace_id.as_slice() == span.trace_id.as_slice())
+            .expect("the record span continues an input trace");
+        assert_eq!(span.parent_span_id, input.parent_id.to_vec());
+        let own = format!("00-{}-{}-01", hex_of(&span.trace_id), hex_of(&span.span_id));
+        let named_by = seen
+            .traceparents
+            .iter()
+            .filter(|(_, tp)| tp.as_deref() == Some(own.as_str()))
+            .count();
+        assert!(named_by >= 1, "no output names span {own}");
+        let attr = |k: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key == k)
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+        };
+        assert!(attr("messaging.system").unwrap().contains("kafka"));
+        assert!(attr("messaging.destination.name")
+            .unwrap()
+            .contains(&topics.input));
+        assert!(attr("messaging.kafka.message.offset").is_some());
+        assert!(attr("messaging.kafka.consumer.group").is_some());
+    }
+    // The good record's stages are children of its record span.
+    let good = records
+        .iter()
+        .find(|(_, s)| hex_of(&s.trace_id) == parents[0].split('-').nth(1).unwrap())
+        .unwrap();
+    let children: std::collections::HashSet<&str> = spans
+        .iter()
+        .filter(|(_, s)| s.parent_span_id == good.1.span_id)
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    for stage in ["fetch", "decode_detect", "policy", "produce"] {
+        assert!(children.contains(stage), "{stage} missing: {children:?}");
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -178,6 +178,12 @@ pub struct Settings {
 pub struct TelemetrySettings {
     /// Address of the `/healthz`, `/readyz` and `/metrics` server; empty: no server.
     pub listen: String,
+    /// Base URL of an OTLP/HTTP collector for traces; empty: no export.
+    pub otlp_endpoint: String,
+    /// Fraction of new traces sampled.
+    pub otlp_sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
 }
 
 impl Settings {
@@ -267,6 +273,26 @@ impl Settings {
                 "telemetry.listen: {:?} is not an address like 0.0.0.0:9464",
                 self.telemetry.listen
             );
+        }
+        let t = &self.telemetry;
+        if !t.otlp_endpoint.is_empty() {
+            let ok = url::Url::parse(&t.otlp_endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                bail!(
+                    "telemetry.otlp_endpoint: {:?} is not an http(s) URL like http://otel-collector:4318",
+                    t.otlp_endpoint
+                );
+            }
+        }
+        if !(0.0..=1.0).contains(&t.otlp_sample_ratio) {
+            bail!(
+                "telemetry.otlp_sample_ratio: {} is not between 0.0 and 1.0",
+                t.otlp_sample_ratio
+            );
+        }
+        if t.service_name.trim().is_empty() {
+            bail!("telemetry.service_name must not be empty");
         }
         Ok(())
     }
@@ -436,6 +462,31 @@ mod tests {
         std::fs::write(&f, "[pipeline]\nmax_in_flight = 0\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("pipeline.max_in_flight"), "{e}");
+
+        for (text, key) in [
+            (
+                "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "[telemetry]\notlp_sample_ratio = 1.5\n",
+                "telemetry.otlp_sample_ratio",
+            ),
+            (
+                "[telemetry]\nservice_name = \" \"\n",
+                "telemetry.service_name",
+            ),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
+            assert!(e.contains(key), "{e}");
+        }
+        std::fs::write(
+            &f,
+            "[telemetry]\notlp_endpoint = \"https://otel.example:4318/\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&f)).is_ok());
 
         assert!(Settings::load(Some(&dir.join("missing.toml"))).is_err());
         std::fs::remove_dir_all(&dir).ok();

@@ -8,6 +8,7 @@ pub mod detect_service;
 pub mod fixtures;
 pub mod metrics;
 pub mod modelcmd;
+pub mod otel;
 pub mod pipeline;
 pub mod process;
 pub mod reaudit;

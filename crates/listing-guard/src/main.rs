@@ -141,22 +141,17 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LISTING_GUARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    // `run` exports spans when its config says so; every other command only logs.
+    let run_settings = match &cli.command {
+        Command::Run { config } => Some(Settings::load(config.as_deref())?),
+        _ => None,
+    };
+    let _tracing = listing_guard::otel::init(run_settings.as_ref().map(|s| &s.telemetry))?;
     match cli.command {
-        Command::Run { config } => {
-            let settings = Settings::load(config.as_deref())?;
+        Command::Run { .. } => {
+            let settings = run_settings.expect("loaded above");
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let shutdown = listing_guard::pipeline::shutdown_on_signals();

@@ -238,9 +238,10 @@ pub(crate) async fn next_record<'c, C: ConsumerContext + 'static>(
     }
 }
 
-async fn handle(sh: &Shared, rec: InputRecord) {
+async fn handle(sh: &Shared, mut rec: InputRecord) {
     // One span per record, named with the OpenTelemetry messaging conventions; the W3C trace
     // id it continues is a field, so every log line of the record can be joined to the trace.
+    // With span export on, the span is the input's child and the outputs name it as parent.
     let span = tracing::info_span!(
         "record",
         messaging.system = "kafka",
@@ -249,8 +250,10 @@ async fn handle(sh: &Shared, rec: InputRecord) {
         messaging.kafka.destination.partition = rec.source.partition,
         messaging.kafka.message.offset = rec.source.offset,
         messaging.kafka.consumer.group = %sh.group,
-        trace_id = %rec.trace.trace_id_hex(),
+        trace_id = tracing::field::Empty,
     );
+    rec.trace = crate::otel::join_trace(&span, rec.upstream.as_ref(), rec.trace);
+    span.record("trace_id", rec.trace.trace_id_hex());
     handle_in_span(sh, rec).instrument(span).await;
 }
 

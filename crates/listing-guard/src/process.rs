@@ -31,6 +31,8 @@ pub struct InputRecord {
     /// Its trace context: the input's `traceparent` continued with this record's span, or a
     /// new trace; written into every output record's headers.
     pub trace: TraceParent,
+    /// The input's own `traceparent`, when it carried a valid one.
+    pub upstream: Option<TraceParent>,
 }
 
 impl InputRecord {
@@ -50,6 +52,7 @@ impl InputRecord {
         );
         Self {
             trace: TraceParent::for_record(traceparent, seed.as_bytes()),
+            upstream: traceparent.and_then(TraceParent::parse),
             source,
             key,
             payload,

@@ -235,4 +235,8 @@ fn compose_runs_kafka_the_pipeline_a_collector_and_prometheus() {
     assert!(targets.contains("listing-guard:9464"), "{targets}");
     let otel = yaml("deploy/otel-collector.yaml");
     assert!(at(&otel, "service.pipelines.metrics").is_mapping());
+    assert!(at(&otel, "service.pipelines.traces").is_mapping());
+    assert!(at(&otel, "receivers.otlp.protocols.http").is_mapping());
+    let example = std::fs::read_to_string(root().join("deploy/config.example.toml")).unwrap();
+    assert!(example.contains("http://otel-collector:4318"));
 }
