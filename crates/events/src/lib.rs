@@ -374,6 +374,19 @@ pub struct Tc260Aigc {
     pub reserved_code2: String,
 }
 
+impl Tc260Aigc {
+    /// The JSON field names, in the standard's order.
+    pub const FIELDS: [&'static str; 7] = [
+        "Label",
+        "ContentProducer",
+        "ProduceID",
+        "ReservedCode1",
+        "ContentPropagator",
+        "PropagateID",
+        "ReservedCode2",
+    ];
+}
+
 /// One "AI-generated" label for one image (topic `moderation.labels.v1`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LabelEvent {
@@ -724,16 +737,9 @@ mod tests {
     #[test]
     fn tc260_uses_standard_field_names() {
         let v = serde_json::to_value(Tc260Aigc::default()).unwrap();
-        for k in [
-            "Label",
-            "ContentProducer",
-            "ProduceID",
-            "ReservedCode1",
-            "ContentPropagator",
-            "PropagateID",
-            "ReservedCode2",
-        ] {
+        for k in Tc260Aigc::FIELDS {
             assert!(v.get(k).is_some(), "missing {k}");
         }
+        assert_eq!(v.as_object().unwrap().len(), Tc260Aigc::FIELDS.len());
     }
 }

@@ -9,6 +9,9 @@
 //!   caller stores the input offset only after success or after routing a refused record to the
 //!   dead-letter topic, so a record is never acknowledged without an output.
 
+pub mod stamp;
+pub mod visible;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

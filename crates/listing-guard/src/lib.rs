@@ -14,4 +14,5 @@ pub mod process;
 pub mod reaudit;
 pub mod replay;
 pub mod score;
+pub mod stamping;
 pub mod telemetry;

@@ -133,6 +133,9 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Write the GB 45438 implicit label (XMP `TC260:AIGC`) into a JPEG or PNG without touching
+    /// its pixels or other metadata; `--visible` also writes a copy with the visible label.
+    Stamp(listing_guard::stamping::StampArgs),
     /// Write the JSON Schemas of the wire contracts.
     Schemas {
         /// Output directory.
@@ -272,6 +275,10 @@ fn main() -> anyhow::Result<()> {
                 policy.version(),
                 detector.model_version().unwrap_or("none")
             );
+        }
+        Command::Stamp(args) => {
+            let summary = listing_guard::stamping::run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
