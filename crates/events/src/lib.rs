@@ -414,6 +414,24 @@ pub struct LabelEvent {
     pub implicit_label: Tc260Aigc,
     /// The policy version that required the label.
     pub policy_version: String,
+    /// Where the labelled files were written, when the pipeline writes them
+    /// (`label_assets.store`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<LabelAssets>,
+}
+
+/// The labelled files of one image in the object store, as URLs (`file://...`, `s3://...`).
+/// Keys are deterministic (marketplace, listing, image, content hash), so a redelivered record
+/// rewrites the same objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LabelAssets {
+    /// The original with the implicit label written into its metadata (same pixels).
+    pub implicit: Option<String>,
+    /// A copy with the visible label drawn in (and the implicit label).
+    pub visible: Option<String>,
+    /// Why a file is missing (e.g. the store refused the write, or the image could not be
+    /// fetched again); the label event itself still stands.
+    pub error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -146,6 +146,7 @@ pub fn labels_for(
                 basis,
                 implicit_label,
                 policy_version: decision.versions.policy.clone(),
+                assets: None,
             })
         })
         .collect()

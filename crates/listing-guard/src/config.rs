@@ -170,6 +170,20 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Health and metrics endpoints.
     pub telemetry: TelemetrySettings,
+    /// Labelled copies of images the policy labels.
+    pub label_assets: LabelAssetSettings,
+}
+
+/// Where labelled copies of images go.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelAssetSettings {
+    /// Empty: off; a directory (path or `file://` URL); or `s3://bucket/prefix`.
+    pub store: String,
+    /// Also write a copy with the visible label drawn in.
+    pub visible: bool,
+    /// Corner of the visible label.
+    pub corner: String,
 }
 
 /// Health and metrics endpoints.
@@ -274,6 +288,14 @@ impl Settings {
                 self.telemetry.listen
             );
         }
+        if !self.label_assets.store.is_empty() {
+            crate::assets::StoreUrl::parse(&self.label_assets.store)
+                .map_err(|e| anyhow::anyhow!("label_assets.store: {e}"))?;
+        }
+        self.label_assets
+            .corner
+            .parse::<lg_labeler::visible::Corner>()
+            .map_err(|e| anyhow::anyhow!("label_assets.corner: {e}"))?;
         let t = &self.telemetry;
         if !t.otlp_endpoint.is_empty() {
             let ok = url::Url::parse(&t.otlp_endpoint)
@@ -475,6 +497,14 @@ mod tests {
             (
                 "[telemetry]\nservice_name = \" \"\n",
                 "telemetry.service_name",
+            ),
+            (
+                "[label_assets]\nstore = \"gs://b/x\"\n",
+                "label_assets.store",
+            ),
+            (
+                "[label_assets]\ncorner = \"middle\"\n",
+                "label_assets.corner",
             ),
         ] {
             std::fs::write(&f, text).unwrap();

@@ -95,6 +95,9 @@ pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
     serve_images(images).await
 }
 
+/// Where the demo writes labelled files (relative to the working directory).
+pub const DEMO_LABELLED: &str = "target/demo-labelled";
+
 /// Runs the demo and prints the table.
 pub async fn run() -> anyhow::Result<()> {
     let base = serve_fixtures(7).await?;
@@ -184,6 +187,8 @@ pub async fn run() -> anyhow::Result<()> {
     settings.fetch.allowed_networks = vec!["127.0.0.1/32".into()];
     settings.fetch.max_attempts = 2;
     settings.fetch.backoff_initial_ms = 20;
+    // Labelled files: the stamped original and the visible-label copy of each labelled image.
+    settings.label_assets.store = DEMO_LABELLED.into();
     match crate::config::shipped_model_dir() {
         Some(d) => settings.detector.model_dir = d.display().to_string(),
         None => println!(
@@ -352,6 +357,27 @@ pub async fn run() -> anyhow::Result<()> {
         labels.len(),
         dead.len()
     );
+    labels.sort_by(|a, b| a.listing_id.cmp(&b.listing_id));
+    if !labels.is_empty() {
+        println!();
+        println!("labelled files (label_assets.store = {DEMO_LABELLED}):");
+    }
+    for l in &labels {
+        let a = l.assets.as_ref();
+        let show = |v: Option<&String>| v.map_or("-", String::as_str).to_owned();
+        println!("  {}/{}", l.listing_id, l.image_id);
+        println!(
+            "    implicit label: {}",
+            show(a.and_then(|a| a.implicit.as_ref()))
+        );
+        println!(
+            "    visible label:  {}",
+            show(a.and_then(|a| a.visible.as_ref()))
+        );
+        if let Some(e) = a.and_then(|a| a.error.as_ref()) {
+            println!("    not written:    {e}");
+        }
+    }
     let first = decisions.first();
     println!(
         "policy {}; model {}; pipeline stats {:?}",

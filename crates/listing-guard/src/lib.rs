@@ -1,6 +1,7 @@
 //! Listing Guard: the binary's library half (config, wiring, commands), so that tests and the
 //! demo can drive the same code the `listing-guard` binary runs.
 
+pub mod assets;
 pub mod cache;
 pub mod config;
 pub mod demo;

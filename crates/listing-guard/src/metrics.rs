@@ -38,10 +38,11 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
-/// Labels of `lg_score_cache_lookups_total`.
+/// Labels of `lg_score_cache_lookups_total` (`hit`/`miss`) and `lg_label_assets_total`
+/// (`written`/`failed`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
-    /// `hit` or `miss`.
+    /// The outcome.
     pub result: &'static str,
 }
 
@@ -67,6 +68,8 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// Score-cache lookups by result (`lg_score_cache_lookups_total`).
     pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Labelled-file sets written to the asset store, by result (`lg_label_assets_total`).
+    pub label_assets: Family<CacheLabels, Counter>,
     registry: Registry,
 }
 
@@ -81,6 +84,7 @@ impl Metrics {
         let end_to_end_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
+        let label_assets = Family::<CacheLabels, Counter>::default();
         let mut r = Registry::default();
         r.register(
             "lg_records_consumed",
@@ -127,6 +131,11 @@ impl Metrics {
             "Score-cache lookups by result",
             cache_lookups.clone(),
         );
+        r.register(
+            "lg_label_assets",
+            "Labelled files written for a label event (written) or not (failed)",
+            label_assets.clone(),
+        );
         Self {
             consumed,
             decisions,
@@ -137,6 +146,7 @@ impl Metrics {
             end_to_end_seconds,
             consumer_lag,
             cache_lookups,
+            label_assets,
             registry: r,
         }
     }
@@ -145,6 +155,14 @@ impl Metrics {
     pub fn cache_lookup(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.cache_lookups
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    /// Counts a label event's asset write.
+    pub fn label_asset(&self, ok: bool) {
+        let result = if ok { "written" } else { "failed" };
+        self.label_assets
             .get_or_create(&CacheLabels { result })
             .inc();
     }

@@ -69,6 +69,7 @@ pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
         analysis_version,
         mode: crate::process::Mode::Live,
         dead_letter_payload_max: settings.pipeline.dead_letter_payload_max_bytes,
+        assets: crate::assets::AssetStore::open(&settings.label_assets)?,
     })
 }
 

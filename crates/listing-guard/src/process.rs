@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use chrono::Utc;
 use lg_events::trace::TraceParent;
 use lg_events::{
@@ -103,6 +104,8 @@ pub struct Processor {
     pub mode: Mode,
     /// Most payload bytes copied into a dead letter.
     pub dead_letter_payload_max: usize,
+    /// Where labelled copies of labelled images go, if anywhere.
+    pub assets: Option<Arc<crate::assets::AssetStore>>,
 }
 
 impl Processor {
@@ -125,8 +128,11 @@ impl Processor {
                 return Outcome::Dead(Box::new(self.dead_letter(rec, e.class(), e.to_string())));
             }
         };
-        let analysed =
-            futures::future::join_all(event.images.iter().map(|img| self.analyse(&img.url))).await;
+        let (analysed, originals): (Vec<ImageOutcome>, Vec<Option<Bytes>>) =
+            futures::future::join_all(event.images.iter().map(|img| self.analyse(&img.url)))
+                .await
+                .into_iter()
+                .unzip();
         let inputs: Vec<ImageInput<'_>> = event
             .images
             .iter()
@@ -201,7 +207,13 @@ impl Processor {
             processing_latency_ms: rec.received.elapsed().as_millis() as u64,
         };
         let bases: Vec<_> = verdict.images.iter().map(|v| v.label).collect();
-        let labels = lg_labeler::labels_for(&decision, &bases, self.policy.labels());
+        let mut labels = lg_labeler::labels_for(&decision, &bases, self.policy.labels());
+        if let Some(store) = self.assets.as_ref().filter(|_| !labels.is_empty()) {
+            labels = self
+                .with_assets(store, labels, &decision.images, originals)
+                .instrument(tracing::info_span!("label_assets"))
+                .await;
+        }
         Outcome::Decided(Box::new(decision), labels)
     }
 
@@ -222,9 +234,54 @@ impl Processor {
         )
     }
 
-    async fn analyse(&self, url: &str) -> ImageOutcome {
+    /// Writes the labelled files of each label's image and records where in the label. The
+    /// bytes the pipeline analysed are used; an image analysed from the score cache is fetched
+    /// again, and used only if it still has the analysed content hash.
+    async fn with_assets(
+        &self,
+        store: &crate::assets::AssetStore,
+        labels: Vec<LabelEvent>,
+        images: &[ImageDecision],
+        originals: Vec<Option<Bytes>>,
+    ) -> Vec<LabelEvent> {
+        let work = labels.into_iter().map(|mut label| {
+            let at = images.iter().position(|i| i.image_id == label.image_id);
+            let kept = at.and_then(|i| originals[i].clone());
+            async move {
+                let original = match (kept, at) {
+                    (Some(b), _) => Ok(b),
+                    (None, Some(i)) => self.refetch(&images[i].url, &label.content_sha256).await,
+                    (None, None) => Err("the label's image is not in the decision".to_owned()),
+                };
+                label.assets = Some(match original {
+                    Ok(b) => store.write(&label, b).await,
+                    Err(e) => crate::assets::failed(e),
+                });
+                label
+            }
+        });
+        futures::future::join_all(work).await
+    }
+
+    async fn refetch(&self, url: &str, sha256: &Option<String>) -> Result<Bytes, String> {
+        let f = self
+            .fetcher
+            .fetch(url)
+            .await
+            .map_err(|e| format!("fetching the image again: {e}"))?;
+        let got = lg_events::sha256_hex(&f.bytes);
+        if sha256.as_deref() != Some(got.as_str()) {
+            return Err(format!(
+                "the image changed since it was analysed (sha256 {got})"
+            ));
+        }
+        Ok(f.bytes)
+    }
+
+    /// Analyses one image; also returns its bytes when the asset store needs them.
+    async fn analyse(&self, url: &str) -> (ImageOutcome, Option<Bytes>) {
         if let Some(hit) = self.cached_for_url(url) {
-            return hit.into();
+            return (hit.into(), None);
         }
         let fetch = tracing::info_span!("fetch");
         let fetched = match self.fetcher.fetch(url).instrument(fetch).await {
@@ -237,17 +294,20 @@ impl Processor {
                         class: class.clone(),
                     })
                     .inc();
-                return ImageOutcome::FetchFailed(ImageFailure {
+                let failure = ImageFailure {
                     class,
                     message: e.to_string(),
-                });
+                };
+                return (ImageOutcome::FetchFailed(failure), None);
             }
         };
+        // Bytes is reference-counted: keeping a handle for the asset store copies nothing.
+        let kept = self.assets.as_ref().map(|_| fetched.bytes.clone());
         if self.cache.is_some() {
             let sha256 = lg_events::sha256_hex(&fetched.bytes);
             if let Some(hit) = self.cached(&sha256) {
                 self.remember_url(url, &sha256);
-                return hit.into();
+                return (hit.into(), kept);
             }
         }
         // Decode and detect run together in the batching detector service.
@@ -262,7 +322,7 @@ impl Processor {
                 class: "detector_unavailable".into(),
                 message: "detector service stopped".into(),
             };
-            return ImageOutcome::FetchFailed(failure);
+            return (ImageOutcome::FetchFailed(failure), None);
         };
         let analysis = CachedAnalysis {
             dims: a.decoded.as_ref().ok().map(|i| [i.width, i.height]),
@@ -279,7 +339,7 @@ impl Processor {
             }
             self.remember_url(url, &analysis.sha256);
         }
-        analysis.into()
+        (analysis.into(), kept)
     }
 
     /// A re-audit that trusts cached URLs: the cached analysis of what `url` served last.
