@@ -95,6 +95,10 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
         metric(&text, "lg_detector_batch_seconds_count").unwrap_or(0.0) > 0.0,
         "{text}"
     );
+    for stage in ["fetch", "decode", "policy", "produce"] {
+        let key = format!("lg_stage_seconds_total{{stage=\"{stage}\"}}");
+        assert!(metric(&text, &key).unwrap_or(0.0) > 0.0, "{key}: {text}");
+    }
     assert!(!text.contains("tel-"), "no event or listing ids as labels");
 }
 

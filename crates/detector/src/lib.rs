@@ -56,6 +56,11 @@ pub trait PixelModel: Send + Sync {
     /// Scores decoded images in one batch; one entry per input, in order (`None` where the
     /// model cannot score an image, e.g. one too small for it).
     fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError>;
+    /// Cumulative nanoseconds spent cropping and normalising, and in the network, since load
+    /// (for the pipeline's stage metrics); `(0, 0)` where a model does not measure them.
+    fn stage_nanos(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// A pixel model failed.
@@ -192,6 +197,13 @@ impl Detector {
 
     /// Analyses a batch of images; the pixel model, if any, scores the decodable ones together.
     pub fn analyse_batch(&self, inputs: &[&[u8]]) -> Vec<Analysis> {
+        self.analyse_batch_timed(inputs).0
+    }
+
+    /// [`Self::analyse_batch`], also returning the time spent decoding and reading provenance
+    /// (the rest is the pixel model's, see [`PixelModel::stage_nanos`]).
+    pub fn analyse_batch_timed(&self, inputs: &[&[u8]]) -> (Vec<Analysis>, std::time::Duration) {
+        let started = std::time::Instant::now();
         let mut decoded_images: Vec<Option<DynamicImage>> = Vec::with_capacity(inputs.len());
         let mut out: Vec<Analysis> = Vec::with_capacity(inputs.len());
         for bytes in inputs {
@@ -217,6 +229,7 @@ impl Detector {
             });
             decoded_images.push(img);
         }
+        let decode_time = started.elapsed();
         if let Some(model) = &self.model {
             let refs: Vec<&DynamicImage> = decoded_images.iter().flatten().collect();
             if !refs.is_empty() {
@@ -235,7 +248,14 @@ impl Detector {
                 }
             }
         }
-        out
+        (out, decode_time)
+    }
+
+    /// The pixel model's cumulative `(crop, inference)` nanoseconds.
+    pub fn model_stage_nanos(&self) -> (u64, u64) {
+        self.model
+            .as_deref()
+            .map_or((0, 0), PixelModel::stage_nanos)
     }
 }
 

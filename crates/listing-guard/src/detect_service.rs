@@ -60,6 +60,8 @@ async fn run(
     workers: usize,
 ) {
     let slots = Arc::new(Semaphore::new(workers));
+    // The model's cumulative stage times, as last turned into metrics.
+    let seen = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
@@ -74,11 +76,22 @@ async fn run(
             .await
             .expect("semaphore is never closed");
         let det = Arc::clone(&detector);
+        let seen = Arc::clone(&seen);
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let inputs: Vec<&[u8]> = batch.iter().map(|j| &j.bytes[..]).collect();
-            let results = det.analyse_batch(&inputs);
+            let (results, decode) = det.analyse_batch_timed(&inputs);
             let m = &crate::metrics::METRICS;
+            m.stage("decode", decode);
+            let (crop, infer) = det.model_stage_nanos();
+            let (d_crop, d_infer) = {
+                let mut last = seen.lock().expect("stage lock");
+                let d = (crop.saturating_sub(last.0), infer.saturating_sub(last.1));
+                *last = (last.0.max(crop), last.1.max(infer));
+                d
+            };
+            m.stage("crop", Duration::from_nanos(d_crop));
+            m.stage("inference", Duration::from_nanos(d_infer));
             m.batch_size.observe(inputs.len() as f64);
             m.batch_seconds.observe(started.elapsed().as_secs_f64());
             for (job, analysis) in batch.into_iter().zip(results) {

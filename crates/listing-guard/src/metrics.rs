@@ -4,6 +4,7 @@
 //! Labels are bounded: actions, marketplaces (validated lower-case ASCII names), error classes
 //! and topic partitions. Never listing, event or merchant ids.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::LazyLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -46,6 +47,14 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// Labels of `lg_stage_seconds_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `fetch`, `decode` (with provenance), `crop`, `inference`, `policy`, `produce`,
+    /// `label_assets`.
+    pub stage: &'static str,
+}
+
 /// Every metric of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -68,6 +77,9 @@ pub struct Metrics {
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     /// Score-cache lookups by result (`lg_score_cache_lookups_total`).
     pub cache_lookups: Family<CacheLabels, Counter>,
+    /// Seconds spent per processing stage, summed over records and threads
+    /// (`lg_stage_seconds_total`): where the time goes.
+    pub stage_seconds: Family<StageLabels, Counter<f64, AtomicU64>>,
     /// Labelled-file sets written to the asset store, by result (`lg_label_assets_total`).
     pub label_assets: Family<CacheLabels, Counter>,
     registry: Registry,
@@ -85,6 +97,7 @@ impl Metrics {
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
         let label_assets = Family::<CacheLabels, Counter>::default();
+        let stage_seconds = Family::<StageLabels, Counter<f64, AtomicU64>>::default();
         let mut r = Registry::default();
         r.register(
             "lg_records_consumed",
@@ -132,6 +145,11 @@ impl Metrics {
             cache_lookups.clone(),
         );
         r.register(
+            "lg_stage_seconds",
+            "Seconds spent per processing stage, summed over records and threads",
+            stage_seconds.clone(),
+        );
+        r.register(
             "lg_label_assets",
             "Labelled files written for a label event (written) or not (failed)",
             label_assets.clone(),
@@ -147,6 +165,7 @@ impl Metrics {
             consumer_lag,
             cache_lookups,
             label_assets,
+            stage_seconds,
             registry: r,
         }
     }
@@ -157,6 +176,13 @@ impl Metrics {
         self.cache_lookups
             .get_or_create(&CacheLabels { result })
             .inc();
+    }
+
+    /// Adds time to a stage.
+    pub fn stage(&self, stage: &'static str, took: std::time::Duration) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .inc_by(took.as_secs_f64());
     }
 
     /// Counts a label event's asset write.

@@ -261,10 +261,12 @@ async fn handle(sh: &Shared, mut rec: InputRecord) {
 async fn handle_in_span(sh: &Shared, rec: InputRecord) {
     let outcome = sh.processor.process(&rec).await;
     let produce = tracing::info_span!("produce");
-    let delivered = match deliver(&sh.outputs, &sh.processor, &rec, &outcome)
+    let t = std::time::Instant::now();
+    let delivered = deliver(&sh.outputs, &sh.processor, &rec, &outcome)
         .instrument(produce)
-        .await
-    {
+        .await;
+    crate::metrics::METRICS.stage("produce", t.elapsed());
+    let delivered = match delivered {
         Ok(d) => d,
         Err(e) => {
             // The partition's committed position stays before this record, so it is redone

@@ -146,8 +146,10 @@ impl Processor {
                 },
             })
             .collect();
+        let t = Instant::now();
         let verdict = tracing::info_span!("policy")
             .in_scope(|| evaluate(&self.policy, &event.marketplace, &event.category, &inputs));
+        crate::metrics::METRICS.stage("policy", t.elapsed());
         let images: Vec<ImageDecision> = event
             .images
             .iter()
@@ -209,10 +211,12 @@ impl Processor {
         let bases: Vec<_> = verdict.images.iter().map(|v| v.label).collect();
         let mut labels = lg_labeler::labels_for(&decision, &bases, self.policy.labels());
         if let Some(store) = self.assets.as_ref().filter(|_| !labels.is_empty()) {
+            let t = Instant::now();
             labels = self
                 .with_assets(store, labels, &decision.images, originals)
                 .instrument(tracing::info_span!("label_assets"))
                 .await;
+            crate::metrics::METRICS.stage("label_assets", t.elapsed());
         }
         Outcome::Decided(Box::new(decision), labels)
     }
@@ -284,7 +288,10 @@ impl Processor {
             return (hit.into(), None);
         }
         let fetch = tracing::info_span!("fetch");
-        let fetched = match self.fetcher.fetch(url).instrument(fetch).await {
+        let t = Instant::now();
+        let fetched = self.fetcher.fetch(url).instrument(fetch).await;
+        crate::metrics::METRICS.stage("fetch", t.elapsed());
+        let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {
                 let class = e.class();

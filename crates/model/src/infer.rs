@@ -7,6 +7,8 @@
 //! Per-crop probabilities are kept as a coarse heatmap.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -107,6 +109,9 @@ pub struct NprDetector {
     device: Device,
     /// Crops per forward pass.
     pub max_batch: usize,
+    /// Cumulative nanoseconds cropping+normalising and in the network.
+    crop_ns: AtomicU64,
+    infer_ns: AtomicU64,
 }
 
 impl NprDetector {
@@ -127,6 +132,8 @@ impl NprDetector {
             card,
             device,
             max_batch: 32,
+            crop_ns: AtomicU64::new(0),
+            infer_ns: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +170,8 @@ impl NprDetector {
         let spec = &self.card.input;
         let norm = &self.card.normalisation;
         // Crops of the same size go through the network together.
+        let t0 = Instant::now();
+        let mut infer = std::time::Duration::ZERO;
         let rgb: Vec<image::RgbImage> = images.iter().map(|img| img.to_rgb8()).collect();
         let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(usize, CropBox)>> =
             Default::default();
@@ -186,7 +195,10 @@ impl NprDetector {
                             crop_hwc(&rgb[i], b, norm.mean, norm.std, &mut data);
                         }
                         let x = Nhwc::new(data, chunk.len(), h as usize, w as usize, 3);
-                        cpu.forward(&x)
+                        let t = Instant::now();
+                        let l = cpu.forward(&x);
+                        infer += t.elapsed();
+                        l
                     }
                     None => {
                         let crops = chunk
@@ -195,9 +207,13 @@ impl NprDetector {
                                 crop_tensor(&rgb[i], b, norm.mean, norm.std, &self.device)
                             })
                             .collect::<candle_core::Result<Vec<_>>>()?;
-                        self.net
+                        let t = Instant::now();
+                        let l = self
+                            .net
                             .forward_t(&Tensor::stack(&crops, 0)?, false)?
-                            .to_vec1()?
+                            .to_vec1()?;
+                        infer += t.elapsed();
+                        l
                     }
                 };
                 for ((i, _), l) in chunk.iter().zip(logits) {
@@ -205,6 +221,11 @@ impl NprDetector {
                 }
             }
         }
+        let total = t0.elapsed();
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.infer_ns.fetch_add(nanos(infer), Ordering::Relaxed);
+        self.crop_ns
+            .fetch_add(nanos(total.saturating_sub(infer)), Ordering::Relaxed);
         Ok(out)
     }
 
@@ -232,6 +253,13 @@ impl NprDetector {
 impl PixelModel for NprDetector {
     fn version(&self) -> &str {
         &self.version
+    }
+
+    fn stage_nanos(&self) -> (u64, u64) {
+        (
+            self.crop_ns.load(Ordering::Relaxed),
+            self.infer_ns.load(Ordering::Relaxed),
+        )
     }
 
     fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError> {
