@@ -1,0 +1,478 @@
+//! End-to-end benchmark: Listing Guard against the pipeline a team would write instead
+//! (`benches/reference/pipeline.py`: Python, confluent-kafka, requests, Pillow, onnxruntime on
+//! the same model), on the same broker, the same images and the same listings.
+//!
+//! `make bench-e2e` starts the broker, builds the release binary and the Python virtualenv,
+//! and runs this. Here: a local HTTP image server with a realistic mix (800–1600 px JPEGs and
+//! some PNGs, some declaring AI in their metadata, 1–5 images per listing, 20% re-posted), N
+//! listings preloaded into one input topic, then each pipeline over that topic in a fresh
+//! consumer group, alternating, `E2E_REPEATS` times. Per run: listings/s and images/s from
+//! process start to the N-th decision, p50/p99 of the decisions' `processing_latency_ms`
+//! (receipt to decision), peak RSS (VmHWM) and CPU seconds (utime + stime) of the process.
+//! Prints a table with ratios, Listing Guard's stage breakdown (its `lg_stage_seconds_total`),
+//! the machine's physical floor (the JPEG decoder alone; the model's FLOPs over a measured
+//! GEMM peak), writes `target/bench/e2e.json`, and ends with `ratio ours/reference: X.XX`.
+//!
+//! Knobs: `E2E_LISTINGS` (default 300), `E2E_REPEATS` (default 2), `E2E_PARTITIONS` (2),
+//! `KAFKA_BROKERS`, `LISTING_GUARD_BIN` (default target/release/listing-guard), `E2E_PYTHON`
+//! (default target/bench-venv/bin/python).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration_tests::{brokers, guard_command, http_get, produce_all, Collector, Topics};
+use listing_guard::fixtures;
+use rand::{Rng, SeedableRng};
+
+fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One generated image: its bytes and whether it is a JPEG.
+struct Img {
+    bytes: Vec<u8>,
+    jpeg: bool,
+}
+
+/// 800–1600 px per side; 80% JPEG (q 80–95), 20% PNG; one in ten declares AI in its metadata.
+fn make_images(n: usize, seed: u64) -> Vec<Img> {
+    let out = std::sync::Mutex::new(Vec::with_capacity(n));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed + i as u64);
+                let (w, h) = (rng.gen_range(800..=1600), rng.gen_range(800..=1600));
+                let photo = fixtures::photo(w, h, i as u32);
+                let jpeg = rng.gen_bool(0.8);
+                let ai = rng.gen_bool(0.1);
+                let bytes = if jpeg {
+                    let mut b = Vec::new();
+                    let q = rng.gen_range(80..=95);
+                    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut b, q)
+                        .encode_image(&photo)
+                        .unwrap();
+                    if ai {
+                        b = fixtures::with_jpeg_xmp(&b, &fixtures::xmp_tc260(&fixtures::aigc_json()));
+                    }
+                    b
+                } else {
+                    let b = fixtures::png(&photo);
+                    if ai {
+                        fixtures::with_png_text(&b, "parameters", "a product photo, Steps: 20, Sampler: Euler a, Seed: 1")
+                    } else {
+                        b
+                    }
+                };
+                out.lock().unwrap().push((i, Img { bytes, jpeg }));
+            });
+        }
+    });
+    let mut v = out.into_inner().unwrap();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, img)| img).collect()
+}
+
+/// Listings: 1–5 images each; an image slot re-posts an earlier image with probability 0.2.
+fn make_listings(n: usize, unique: usize, base: &str, seed: u64) -> (Vec<(String, Vec<u8>)>, usize) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut next = 0usize;
+    let mut images = 0usize;
+    let markets = ["taobao", "tmall", "xianyu"];
+    let cats = ["apparel", "home", "toys", "beauty", "bags"];
+    let listings = (0..n)
+        .map(|i| {
+            let k = rng.gen_range(1..=5);
+            let urls: Vec<String> = (0..k)
+                .map(|_| {
+                    let idx = if next > 0 && (rng.gen_bool(0.2) || next >= unique) {
+                        rng.gen_range(0..next)
+                    } else {
+                        next += 1;
+                        next - 1
+                    };
+                    format!("{base}/img/i{idx}")
+                })
+                .collect();
+            images += urls.len();
+            let payload = integration_tests::listing(
+                &format!("e2e-{i}"),
+                markets[i % 3],
+                cats[i % 5],
+                &urls,
+            );
+            (format!("L-e2e-{i}"), payload)
+        })
+        .collect();
+    (listings, images)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Ours,
+    Reference,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Ours => "listing-guard",
+            Which::Reference => "reference (python)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct RunResult {
+    pipeline: &'static str,
+    repeat: usize,
+    seconds: f64,
+    listings_per_s: f64,
+    images_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    cpu_s_per_1000_listings: f64,
+    stage_seconds: HashMap<String, f64>,
+}
+
+/// (utime + stime) seconds and VmHWM MiB of a live process.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(14) + ticks(15)) / 100.0; // CLK_TCK is 100 on Linux
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn start(which: Which, topics: &Topics, telemetry: &str, cache: &Path) -> Child {
+    match which {
+        Which::Ours => {
+            let mut cmd = guard_command(topics, "run");
+            cmd.env("LISTING_GUARD__DETECTOR__MODEL_DIR", root().join("models/npr-small"))
+                .env("LISTING_GUARD__CACHE__PATH", cache)
+                .env("LISTING_GUARD__TELEMETRY__LISTEN", telemetry)
+                .env("LISTING_GUARD__KAFKA__INSTANCE_ID", "")
+                .stdout(Stdio::null());
+            cmd.spawn().expect("listing-guard starts")
+        }
+        Which::Reference => {
+            let python = std::env::var("E2E_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| root().join("target/bench-venv/bin/python"));
+            Command::new(python)
+                .arg(root().join("benches/reference/pipeline.py"))
+                .args(["--brokers", &brokers()])
+                .args(["--input-topic", &topics.input])
+                .args(["--group", &topics.group])
+                .args(["--decisions-topic", &topics.decisions])
+                .args(["--labels-topic", &topics.labels])
+                .args(["--dlq-topic", &topics.dlq])
+                .arg("--model-dir")
+                .arg(root().join("models/npr-small"))
+                .arg("--onnx")
+                .arg(root().join("target/bench/npr.onnx"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("the reference pipeline starts (make bench-e2e creates its virtualenv)")
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn run_one(
+    which: Which,
+    repeat: usize,
+    input: &str,
+    partitions: i32,
+    listings: usize,
+    images: usize,
+) -> RunResult {
+    let mut topics = Topics::fresh(if which == Which::Ours { "e2e-ours" } else { "e2e-ref" });
+    topics.create(partitions).await;
+    topics.input = input.to_owned();
+    let telemetry = format!("127.0.0.1:{}", integration_tests::closed_port());
+    let cache = std::env::temp_dir().join(format!("{}.redb", topics.group));
+    let mut collector = Collector::new(&topics);
+    let started = Instant::now();
+    let child = start(which, &topics, &telemetry, &cache);
+    let pid = child.id();
+    collector
+        .until(Duration::from_secs(3600), |c| c.decisions.len() >= listings)
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu_seconds, peak_rss_mib) = proc_usage(pid);
+    let mut stage_seconds = HashMap::new();
+    if which == Which::Ours {
+        if let Some((_, text)) = http_get(&telemetry, "/metrics").await {
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("lg_stage_seconds_total{stage=\"") {
+                    if let Some((stage, v)) = rest.split_once("\"} ") {
+                        stage_seconds.insert(stage.to_owned(), v.trim().parse().unwrap_or(0.0));
+                    }
+                }
+            }
+        }
+    }
+    stop(child);
+    std::fs::remove_file(&cache).ok();
+    let mut lat: Vec<f64> = collector
+        .seen
+        .decisions
+        .iter()
+        .map(|d| d.processing_latency_ms as f64)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    RunResult {
+        pipeline: which.name(),
+        repeat,
+        seconds,
+        listings_per_s: listings as f64 / seconds,
+        images_per_s: images as f64 / seconds,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        peak_rss_mib,
+        cpu_seconds,
+        cpu_s_per_1000_listings: cpu_seconds / listings as f64 * 1000.0,
+        stage_seconds,
+    }
+}
+
+/// Conv FLOPs of one 224 px crop, from the shapes in the safetensors header.
+fn model_flops_per_crop(model_dir: &Path) -> f64 {
+    let bytes = std::fs::read(model_dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut flops = 0.0;
+    for (name, t) in header.as_object().unwrap() {
+        let Some(conv) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        let shape: Vec<f64> = t["shape"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+            .unwrap_or_default();
+        if shape.len() != 4 {
+            continue;
+        }
+        // Output side: 112 after the stem, 56 in layer1 and the first 1×1 of layer2.0, else 28.
+        let side = if conv == "conv1" {
+            112.0
+        } else if conv.starts_with("layer1") || conv == "layer2.0.conv1" {
+            56.0
+        } else {
+            28.0
+        };
+        flops += 2.0 * shape.iter().product::<f64>() * side * side;
+    }
+    flops
+}
+
+/// f32 GEMM GFLOP/s on this machine (1024³ on every core), through candle's CPU matmul (the
+/// `gemm` crate).
+fn gemm_peak_gflops() -> f64 {
+    use candle_core::{Device, Tensor};
+    let n = 1024usize;
+    let a = Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let b = (Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
+    std::hint::black_box(a.matmul(&b).unwrap());
+    let reps = 8;
+    let t = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(a.matmul(&b).unwrap());
+    }
+    2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let listings: usize = env_or("E2E_LISTINGS", 300);
+    let repeats: usize = env_or("E2E_REPEATS", 2);
+    let partitions: i32 = env_or("E2E_PARTITIONS", 2);
+    let unique = listings * 3 * 4 / 5 + 1;
+    eprintln!("generating {unique} images (800-1600 px; 80% JPEG)...");
+    let imgs = make_images(unique, 42);
+    let image_bytes: usize = imgs.iter().map(|i| i.bytes.len()).sum();
+    let served: HashMap<String, Vec<u8>> = imgs
+        .iter()
+        .enumerate()
+        .map(|(i, img)| (format!("i{i}"), img.bytes.clone()))
+        .collect();
+    let base = listing_guard::demo::serve_images(served).await.unwrap();
+    let (records, images) = make_listings(listings, unique, &base, 7);
+    let input = Topics::fresh("e2e-input");
+    input.create(partitions).await;
+    produce_all(&input.input, &records).await;
+    eprintln!(
+        "{listings} listings, {images} image references, {unique} distinct images ({:.0} MiB), {partitions} partitions",
+        image_bytes as f64 / 1048576.0
+    );
+    std::fs::create_dir_all(root().join("target/bench")).unwrap();
+
+    let mut results: Vec<RunResult> = Vec::new();
+    for r in 0..repeats {
+        let order = if r % 2 == 0 {
+            [Which::Ours, Which::Reference]
+        } else {
+            [Which::Reference, Which::Ours]
+        };
+        for which in order {
+            eprintln!("run {}/{repeats}: {}", r + 1, which.name());
+            let res = run_one(which, r, &input.input, partitions, listings, images).await;
+            eprintln!(
+                "  {:.1} s, {:.1} listings/s, p99 {:.0} ms",
+                res.seconds, res.listings_per_s, res.p99_ms
+            );
+            results.push(res);
+        }
+    }
+
+    // Medians over repeats.
+    let med = |which: Which, f: &dyn Fn(&RunResult) -> f64| {
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.pipeline == which.name())
+            .map(f)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    println!();
+    println!(
+        "end to end, {listings} listings / {images} images, {cores} cores, median of {repeats} runs each"
+    );
+    println!(
+        "{:<24} {:>14} {:>14} {:>14}",
+        "", "listing-guard", "reference", "ours/ref"
+    );
+    let rows: [(&str, &dyn Fn(&RunResult) -> f64); 7] = [
+        ("listings/s", &|r| r.listings_per_s),
+        ("images/s", &|r| r.images_per_s),
+        ("p50 latency ms", &|r| r.p50_ms),
+        ("p99 latency ms", &|r| r.p99_ms),
+        ("peak RSS MiB", &|r| r.peak_rss_mib),
+        ("CPU s / 1,000 listings", &|r| r.cpu_s_per_1000_listings),
+        ("wall s", &|r| r.seconds),
+    ];
+    for (name, f) in rows {
+        let (o, p) = (med(Which::Ours, f), med(Which::Reference, f));
+        println!("{name:<24} {o:>14.2} {p:>14.2} {:>14.2}", o / p);
+    }
+
+    // Where our time goes.
+    let ours_runs: Vec<&RunResult> = results
+        .iter()
+        .filter(|r| r.pipeline == Which::Ours.name())
+        .collect();
+    let mut stages: Vec<(String, f64)> = ours_runs
+        .last()
+        .map(|r| r.stage_seconds.clone().into_iter().collect())
+        .unwrap_or_default();
+    stages.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = stages.iter().map(|(_, s)| s).sum();
+    println!();
+    println!("listing-guard stage breakdown (lg_stage_seconds_total, last run; wall time summed over concurrent records):");
+    for (stage, s) in &stages {
+        println!(
+            "  {stage:<13} {:>8.2} s per 1,000 listings  {:>5.1}%",
+            s / listings as f64 * 1000.0,
+            100.0 * s / total.max(f64::MIN_POSITIVE)
+        );
+    }
+
+    // The physical floor: decoding alone, and the model's FLOPs at the machine's GEMM peak.
+    let jpegs: Vec<&Img> = imgs.iter().filter(|i| i.jpeg).take(60).collect();
+    let t = Instant::now();
+    for i in &jpegs {
+        std::hint::black_box(image::load_from_memory(&i.bytes).unwrap());
+    }
+    let decode_s_per_image = t.elapsed().as_secs_f64() / jpegs.len() as f64;
+    let flops = model_flops_per_crop(&root().join("models/npr-small"));
+    let peak = gemm_peak_gflops();
+    let crops = 5.0;
+    let model_s_per_image = crops * flops / (peak * 1e9);
+    // Decode runs one image per core; the GEMM peak already uses every core.
+    let floor_images_per_s = 1.0 / (decode_s_per_image / cores as f64 + model_s_per_image);
+    let per_listing = images as f64 / listings as f64;
+    println!();
+    println!("physical floor on this machine:");
+    println!(
+        "  JPEG decode alone: {:.1} ms/image on one core ({:.1} images/s on {cores} cores)",
+        decode_s_per_image * 1e3,
+        cores as f64 / decode_s_per_image
+    );
+    println!(
+        "  model: {:.2} GFLOP per crop x {crops} crops, GEMM peak {peak:.1} GFLOP/s -> {:.1} ms/image",
+        flops / 1e9,
+        model_s_per_image * 1e3
+    );
+    println!(
+        "  floor: {floor_images_per_s:.1} images/s = {:.1} listings/s ({per_listing:.2} images per listing, before re-posts)",
+        floor_images_per_s / per_listing
+    );
+
+    let ratio = med(Which::Ours, &|r| r.listings_per_s) / med(Which::Reference, &|r| r.listings_per_s);
+    let json = serde_json::json!({
+        "listings": listings,
+        "images": images,
+        "distinct_images": unique,
+        "partitions": partitions,
+        "cores": cores,
+        "runs": results,
+        "floor": {
+            "jpeg_decode_ms_per_image": decode_s_per_image * 1e3,
+            "model_gflop_per_crop": flops / 1e9,
+            "gemm_peak_gflops": peak,
+            "floor_images_per_s": floor_images_per_s,
+        },
+        "ratio_ours_reference_listings_per_s": ratio,
+    });
+    let path = root().join("target/bench/e2e.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!();
+    println!("raw figures: {}", path.display());
+    println!("ratio ours/reference: {ratio:.2}");
+}
