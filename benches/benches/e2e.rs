@@ -27,7 +27,10 @@ use listing_guard::fixtures;
 use rand::{Rng, SeedableRng};
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn root() -> PathBuf {
@@ -63,13 +66,20 @@ fn make_images(n: usize, seed: u64) -> Vec<Img> {
                         .encode_image(&photo)
                         .unwrap();
                     if ai {
-                        b = fixtures::with_jpeg_xmp(&b, &fixtures::xmp_tc260(&fixtures::aigc_json()));
+                        b = fixtures::with_jpeg_xmp(
+                            &b,
+                            &fixtures::xmp_tc260(&fixtures::aigc_json()),
+                        );
                     }
                     b
                 } else {
                     let b = fixtures::png(&photo);
                     if ai {
-                        fixtures::with_png_text(&b, "parameters", "a product photo, Steps: 20, Sampler: Euler a, Seed: 1")
+                        fixtures::with_png_text(
+                            &b,
+                            "parameters",
+                            "a product photo, Steps: 20, Sampler: Euler a, Seed: 1",
+                        )
                     } else {
                         b
                     }
@@ -84,7 +94,12 @@ fn make_images(n: usize, seed: u64) -> Vec<Img> {
 }
 
 /// Listings: 1–5 images each; an image slot re-posts an earlier image with probability 0.2.
-fn make_listings(n: usize, unique: usize, base: &str, seed: u64) -> (Vec<(String, Vec<u8>)>, usize) {
+fn make_listings(
+    n: usize,
+    unique: usize,
+    base: &str,
+    seed: u64,
+) -> (Vec<(String, Vec<u8>)>, usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut next = 0usize;
     let mut images = 0usize;
@@ -105,12 +120,8 @@ fn make_listings(n: usize, unique: usize, base: &str, seed: u64) -> (Vec<(String
                 })
                 .collect();
             images += urls.len();
-            let payload = integration_tests::listing(
-                &format!("e2e-{i}"),
-                markets[i % 3],
-                cats[i % 5],
-                &urls,
-            );
+            let payload =
+                integration_tests::listing(&format!("e2e-{i}"), markets[i % 3], cats[i % 5], &urls);
             (format!("L-e2e-{i}"), payload)
         })
         .collect();
@@ -153,7 +164,11 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     // Fields after the parenthesised command: state is field 3; utime 14, stime 15.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     let cpu = (ticks(14) + ticks(15)) / 100.0; // CLK_TCK is 100 on Linux
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kb = status
@@ -176,11 +191,14 @@ fn start(which: Which, topics: &Topics, telemetry: &str, cache: &Path) -> Child 
     match which {
         Which::Ours => {
             let mut cmd = guard_command(topics, "run");
-            cmd.env("LISTING_GUARD__DETECTOR__MODEL_DIR", root().join("models/npr-small"))
-                .env("LISTING_GUARD__CACHE__PATH", cache)
-                .env("LISTING_GUARD__TELEMETRY__LISTEN", telemetry)
-                .env("LISTING_GUARD__KAFKA__INSTANCE_ID", "")
-                .stdout(Stdio::null());
+            cmd.env(
+                "LISTING_GUARD__DETECTOR__MODEL_DIR",
+                root().join("models/npr-small"),
+            )
+            .env("LISTING_GUARD__CACHE__PATH", cache)
+            .env("LISTING_GUARD__TELEMETRY__LISTEN", telemetry)
+            .env("LISTING_GUARD__KAFKA__INSTANCE_ID", "")
+            .stdout(Stdio::null());
             cmd.spawn().expect("listing-guard starts")
         }
         Which::Reference => {
@@ -230,7 +248,11 @@ async fn run_one(
     listings: usize,
     images: usize,
 ) -> RunResult {
-    let mut topics = Topics::fresh(if which == Which::Ours { "e2e-ours" } else { "e2e-ref" });
+    let mut topics = Topics::fresh(if which == Which::Ours {
+        "e2e-ours"
+    } else {
+        "e2e-ref"
+    });
     topics.create(partitions).await;
     topics.input = input.to_owned();
     let telemetry = format!("127.0.0.1:{}", integration_tests::closed_port());
@@ -454,7 +476,8 @@ async fn main() {
         floor_images_per_s / per_listing
     );
 
-    let ratio = med(Which::Ours, &|r| r.listings_per_s) / med(Which::Reference, &|r| r.listings_per_s);
+    let ratio =
+        med(Which::Ours, &|r| r.listings_per_s) / med(Which::Reference, &|r| r.listings_per_s);
     let json = serde_json::json!({
         "listings": listings,
         "images": images,

@@ -11,7 +11,7 @@
 //! writes the implicit label into the copy with [`crate::stamp::stamp`].
 
 use ab_glyph::{Font as _, FontRef, GlyphId, OutlinedGlyph, PxScale, ScaleFont as _};
-use image::{DynamicImage, ImageDecoder as _, ImageFormat, Rgba, RgbaImage};
+use image::{DynamicImage, ImageDecoder as _, ImageEncoder, ImageFormat, Rgba, RgbaImage};
 use lg_events::Tc260Aigc;
 
 use crate::stamp::{stamp, StampError};
@@ -237,6 +237,24 @@ fn blend(p: &mut Rgba<u8>, rgb: [u8; 3], alpha: f32) {
     p.0[3] = (f32::from(p.0[3]) + (255.0 - f32::from(p.0[3])) * alpha).round() as u8;
 }
 
+/// Encodes `img` with its colour profile, where the encoder takes one (an unsupported profile
+/// only costs colour accuracy).
+fn encode<E: ImageEncoder>(
+    mut encoder: E,
+    icc: Option<Vec<u8>>,
+    img: &DynamicImage,
+) -> image::ImageResult<()> {
+    if let Some(icc) = icc {
+        let _ = encoder.set_icc_profile(icc);
+    }
+    encoder.write_image(
+        img.as_bytes(),
+        img.width(),
+        img.height(),
+        img.color().into(),
+    )
+}
+
 /// A labelled copy of an image file.
 #[derive(Debug, Clone)]
 pub struct LabelledCopy {
@@ -268,6 +286,8 @@ pub fn label_copy(
     reader.limits(limits);
     let mut decoder = reader.into_decoder()?;
     let orientation = decoder.orientation()?;
+    // The colour profile travels with the copy, so its colours match the original's.
+    let icc = decoder.icc_profile()?;
     let mut img = DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);
     let had_alpha = img.color().has_alpha();
@@ -275,19 +295,18 @@ pub fn label_copy(
     let placement = draw(&mut rgba, text, corner)?;
     let mut encoded = Vec::new();
     let mut out = std::io::Cursor::new(&mut encoded);
+    let img = if had_alpha && format == ImageFormat::Png {
+        DynamicImage::ImageRgba8(rgba)
+    } else {
+        DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8())
+    };
     match format {
-        ImageFormat::Jpeg => {
-            let rgb = DynamicImage::ImageRgba8(rgba).to_rgb8();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92).encode_image(&rgb)?;
-        }
-        _ => {
-            let img = if had_alpha {
-                DynamicImage::ImageRgba8(rgba)
-            } else {
-                DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8())
-            };
-            img.write_to(&mut out, ImageFormat::Png)?;
-        }
+        ImageFormat::Jpeg => encode(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92),
+            icc,
+            &img,
+        )?,
+        _ => encode(image::codecs::png::PngEncoder::new(&mut out), icc, &img)?,
     }
     let stamped = stamp(&encoded, implicit)?;
     Ok(LabelledCopy {

@@ -69,7 +69,10 @@ impl StoreUrl {
 #[derive(Debug)]
 pub struct AssetStore {
     store: Arc<dyn ObjectStore>,
-    /// URL of the store's root, to which object keys are appended.
+    /// The same store when it is a local directory: file URLs come from its own key-to-path
+    /// mapping (which percent-encodes differently from URLs).
+    local: Option<Arc<object_store::local::LocalFileSystem>>,
+    /// URL of the store's root, to which object keys are appended (S3).
     root_url: String,
     prefix: Vec<String>,
     visible: bool,
@@ -88,6 +91,7 @@ impl AssetStore {
             .map_err(|e| anyhow::anyhow!("label_assets.corner: {e}"))?;
         let url =
             StoreUrl::parse(&s.store).map_err(|e| anyhow::anyhow!("label_assets.store: {e}"))?;
+        let mut local = None;
         let (store, root_url, prefix): (Arc<dyn ObjectStore>, String, Vec<String>) = match url {
             StoreUrl::Dir(dir) => {
                 std::fs::create_dir_all(&dir)
@@ -95,11 +99,14 @@ impl AssetStore {
                 let dir = dir
                     .canonicalize()
                     .with_context(|| format!("label_assets.store: {}", dir.display()))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .context("label_assets.store")?;
+                let fs = Arc::new(
+                    object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                        .context("label_assets.store")?,
+                );
                 let root = url::Url::from_directory_path(&dir)
                     .map_err(|()| anyhow::anyhow!("label_assets.store: {}", dir.display()))?;
-                (Arc::new(fs), root.to_string(), Vec::new())
+                local = Some(Arc::clone(&fs));
+                (fs, root.to_string(), Vec::new())
             }
             StoreUrl::S3 { bucket, prefix } => {
                 let s3 = object_store::aws::AmazonS3Builder::from_env()
@@ -116,6 +123,7 @@ impl AssetStore {
         };
         Ok(Some(Arc::new(Self {
             store,
+            local,
             root_url,
             prefix,
             visible: s.visible,
@@ -146,10 +154,10 @@ impl AssetStore {
         // Decoding and encoding the visible copy is CPU work: off the async workers.
         let made = tokio::task::spawn_blocking(move || {
             let stamped = lg_labeler::stamp::stamp(&original, &implicit);
-            let copy = match (&stamped, want_visible) {
-                (Ok(s), true) => Some(visible::label_copy(&original, &text, corner, &s.label)),
-                _ => None,
-            };
+            // The copy carries the label the original now has, or ours where the original
+            // could not be stamped (its metadata is not carried into the copy anyway).
+            let label = stamped.as_ref().map_or(&implicit, |s| &s.label);
+            let copy = want_visible.then(|| visible::label_copy(&original, &text, corner, label));
             (stamped, copy, ext_of(&original))
         })
         .await;
@@ -201,7 +209,15 @@ impl AssetStore {
             .put(&key, PutPayload::from(bytes))
             .await
             .map_err(|e| e.to_string())?;
-        Ok(format!("{}{}", self.root_url, key))
+        match &self.local {
+            Some(fs) => {
+                let path = fs.path_to_filesystem(&key).map_err(|e| e.to_string())?;
+                url::Url::from_file_path(&path)
+                    .map(String::from)
+                    .map_err(|()| format!("{} has no file URL", path.display()))
+            }
+            None => Ok(format!("{}{}", self.root_url, key)),
+        }
     }
 }
 
@@ -228,6 +244,40 @@ fn ext_of(bytes: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Odd ids stay inside the store, and the URL in the label event names the file written.
+    #[tokio::test]
+    async fn file_urls_name_the_written_files_whatever_the_ids() {
+        let dir = std::env::temp_dir().join(format!("lg-assets-unit-{}", std::process::id()));
+        let store = AssetStore::open(&LabelAssetSettings {
+            store: dir.display().to_string(),
+            visible: true,
+            corner: "top-left".into(),
+        })
+        .unwrap()
+        .unwrap();
+        let img = crate::fixtures::Fixture::CleanJpeg.bytes(1);
+        let mut label: LabelEvent = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "label_id": "l", "decision_id": "d", "event_id": "e",
+            "listing_id": "a%b #?/..", "marketplace": "taobao", "image_id": "..",
+            "content_sha256": lg_events::sha256_hex(&img),
+            "visible_label": {"zh": "AI生成", "en": ""},
+            "basis": "detected",
+            "implicit_label": lg_events::Tc260Aigc::default(),
+            "policy_version": "p"
+        }))
+        .unwrap();
+        label.implicit_label.content_propagator = "taobao".into();
+        let assets = store.write(&label, Bytes::from(img)).await;
+        assert_eq!(assets.error, None);
+        let root = dir.canonicalize().unwrap();
+        for u in [assets.implicit.unwrap(), assets.visible.unwrap()] {
+            let path = url::Url::parse(&u).unwrap().to_file_path().unwrap();
+            assert!(path.is_file(), "{u} -> {}", path.display());
+            assert!(path.starts_with(&root), "{}", path.display());
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn store_urls_parse() {

@@ -139,6 +139,7 @@ fn corpus_jpegs_and_pngs_keep_pixels_and_every_block_including_c2pa() {
     let mut stamped = 0;
     let mut with_c2pa = 0;
     let mut refused = 0;
+    let mut with_icc = 0;
     for path in files {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !matches!(ext.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png") {
@@ -158,6 +159,22 @@ fn corpus_jpegs_and_pngs_keep_pixels_and_every_block_including_c2pa() {
         }
         check_stamp(&name, &original);
         stamped += 1;
+        // A colour profile travels into the visible copy.
+        let has_icc = |b: &[u8]| {
+            other_blocks(b)
+                .iter()
+                .any(|s| s.get(4..15) == Some(b"ICC_PROFILE"))
+        };
+        if ext != "png" && has_icc(&original) && with_icc < 3 {
+            if let Ok(copy) = visible::label_copy(&original, "AI生成", Corner::BottomRight, &ours())
+            {
+                assert!(
+                    has_icc(&copy.bytes),
+                    "{name}: the copy lost its ICC profile"
+                );
+                with_icc += 1;
+            }
+        }
         // C2PA: JPEG APP11 (JUMBF) or PNG caBX, carried over byte for byte (checked above).
         if other_blocks(&original)
             .iter()
@@ -168,7 +185,11 @@ fn corpus_jpegs_and_pngs_keep_pixels_and_every_block_including_c2pa() {
     }
     assert!(stamped >= 20, "only {stamped} JPEG/PNG files in the corpus");
     assert!(with_c2pa >= 5, "only {with_c2pa} files with C2PA blocks");
-    eprintln!("stamped {stamped} corpus files ({with_c2pa} with C2PA), refused {refused}");
+    assert!(
+        with_icc >= 1,
+        "no corpus JPEG with an ICC profile was labelled"
+    );
+    eprintln!("stamped {stamped} corpus files ({with_c2pa} with C2PA), refused {refused}; {with_icc} visible copies kept ICC");
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
