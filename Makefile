@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-replay train-model heldout-model
+.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-replay bench-e2e train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,13 @@ bench-model: ## Model throughput: candle (CPU, 2 threads) vs ONNX Runtime on the
 bench-replay: ## Re-audit throughput with a warm cache vs the broker's read-only throughput (starts the broker)
 	$(MAKE) broker-up
 	status=0; $(CARGO) bench -p lg-benches --bench replay || status=$$?; $(MAKE) broker-down; exit $$status
+
+bench-e2e: ## End to end vs the Python reference pipeline on the same broker and images (starts the broker; E2E_LISTINGS, E2E_REPEATS)
+	test -x target/bench-venv/bin/python || python3 -m venv target/bench-venv
+	target/bench-venv/bin/python -m pip install --quiet numpy onnx onnxruntime safetensors confluent-kafka requests pillow
+	$(CARGO) build --profile bench -p listing-guard
+	$(MAKE) broker-up
+	status=0; LISTING_GUARD_BIN=$(CURDIR)/target/release/listing-guard $(CARGO) bench -p lg-benches --bench e2e || status=$$?; $(MAKE) broker-down; exit $$status
 
 train-model: ## Rebuild the shipped model from the shared data (models/prepare_data.sh, then train)
 	models/prepare_data.sh target/train-data

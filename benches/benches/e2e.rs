@@ -179,6 +179,12 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu, hwm_kb / 1024.0)
 }
 
+fn python() -> PathBuf {
+    std::env::var("E2E_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/bench-venv/bin/python"))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -202,10 +208,7 @@ fn start(which: Which, topics: &Topics, telemetry: &str, cache: &Path) -> Child 
             cmd.spawn().expect("listing-guard starts")
         }
         Which::Reference => {
-            let python = std::env::var("E2E_PYTHON")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| root().join("target/bench-venv/bin/python"));
-            Command::new(python)
+            Command::new(python())
                 .arg(root().join("benches/reference/pipeline.py"))
                 .args(["--brokers", &brokers()])
                 .args(["--input-topic", &topics.input])
@@ -372,6 +375,16 @@ async fn main() {
         image_bytes as f64 / 1048576.0
     );
     std::fs::create_dir_all(root().join("target/bench")).unwrap();
+    // The reference's ONNX graph, built fresh from the shipped weights before any run.
+    let built = Command::new(python())
+        .current_dir(root())
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'benches/reference'); from npr_onnx import build; build('models/npr-small', 'target/bench/npr.onnx')",
+        ])
+        .status()
+        .expect("the bench virtualenv's python runs (make bench-e2e creates it)");
+    assert!(built.success(), "building the ONNX graph failed");
 
     let mut results: Vec<RunResult> = Vec::new();
     for r in 0..repeats {

@@ -19,6 +19,8 @@ Usage: pipeline.py --brokers B --input-topic T --group G --decisions-topic D --l
 Runs until SIGTERM, then flushes, commits and exits.
 """
 import argparse
+import base64
+import faulthandler
 import hashlib
 import io
 import json
@@ -46,6 +48,13 @@ Image.MAX_IMAGE_PIXELS = 64_000_000
 GENERATORS = ("midjourney", "dall-e", "dall·e", "stable diffusion", "novelai", "firefly", "comfyui")
 AI_SOURCE_TYPES = ("trainedalgorithmicmedia", "compositesynthetic", "compositewithtrainedalgorithmicmedia")
 SEVERITY = {"allow": 0, "label": 1, "review": 2, "block": 3}
+MESSAGES = {
+    "NO_AI_SIGNAL": "no AI signal",
+    "AI_DECLARED_METADATA": "the file's metadata declares AI generation",
+    "AI_DETECTED_MODEL": "the pixel model finds the image AI-generated",
+    "IMAGE_FETCH_FAILED": "the image could not be fetched",
+    "IMAGE_DECODE_FAILED": "the image could not be decoded",
+}
 
 
 def parse_args():
@@ -119,7 +128,8 @@ def provenance(img, data):
     for key in ("parameters", "prompt", "workflow"):
         if key in info:
             markers.append({"kind": "generator_parameters", "declares_ai": True,
-                            "generator": "AUTOMATIC1111" if key == "parameters" else "ComfyUI"})
+                            "generator": "AUTOMATIC1111" if key == "parameters" else "ComfyUI",
+                            "evidence": f"PNG text chunk {key}"})
     if "AIGC" in info:
         markers.append(aigc(str(info["AIGC"]), "PNG AIGC"))
     xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
@@ -129,7 +139,8 @@ def provenance(img, data):
         m = re.search(r"DigitalSourceType(?:>|=\")\s*([^<\"]+)", xmp)
         if m:
             declares = m.group(1).strip().rsplit("/", 1)[-1].lower() in AI_SOURCE_TYPES
-            markers.append({"kind": "iptc_digital_source_type", "declares_ai": declares, "generator": None})
+            markers.append({"kind": "iptc_digital_source_type", "declares_ai": declares, "generator": None,
+                            "evidence": f"XMP DigitalSourceType = {m.group(1).strip()}"})
         m = re.search(r"AIGC(?:>|=\")\s*([^<]+?)\s*(?:</|\"[\s/>])", xmp)
         if m:
             markers.append(aigc(m.group(1).replace("&quot;", '"'), "XMP TC260:AIGC"))
@@ -138,7 +149,8 @@ def provenance(img, data):
         software = f"{exif.get(0x0131, '')} {exif.get(0x010F, '')}".lower()
         for g in GENERATORS:
             if g in software:
-                markers.append({"kind": "exif_software", "declares_ai": True, "generator": g})
+                markers.append({"kind": "exif_software", "declares_ai": True, "generator": g,
+                                "evidence": f"EXIF Software/Make {software.strip()}"})
     except Exception:  # noqa: BLE001 - broken EXIF is not a declaration
         pass
     return {"declared_ai": any(m["declares_ai"] for m in markers), "markers": markers}
@@ -146,10 +158,12 @@ def provenance(img, data):
 
 def aigc(text, where):
     try:
-        label = str(json.loads(text).get("Label", ""))
+        obj = json.loads(text)
+        label, producer = str(obj.get("Label", "")), obj.get("ContentProducer") or None
     except (ValueError, AttributeError):
-        label = ""
-    return {"kind": "tc260_aigc", "declares_ai": label in ("1", "2", "3"), "generator": None, "evidence": where}
+        label, producer = "", None
+    return {"kind": "tc260_aigc", "declares_ai": label in ("1", "2", "3"), "generator": producer,
+            "evidence": f"{where} Label={label}"}
 
 
 class Pipeline:
@@ -228,7 +242,9 @@ class Pipeline:
             self.producer.produce(self.args.dlq_topic, key=msg.key(), value=json.dumps({
                 "schema_version": 1, "error_class": "malformed_json", "error_message": str(e),
                 "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-                "payload_base64": None}).encode())
+                "payload_base64": base64.b64encode(payload).decode(),
+                "payload_sha256": hashlib.sha256(payload).hexdigest(),
+                "rejected_at": datetime.now(timezone.utc).isoformat()}).encode())
             return
         images = event["images"]
         analyses = list(self.pool.map(self.analyse, [i["url"] for i in images]))
@@ -240,7 +256,7 @@ class Pipeline:
                 "content_sha256": a.get("content_sha256"), "dimensions": a.get("dimensions"),
                 "failure": a.get("failure"),
                 "signals": {"provenance": a.get("provenance"), "model": a.get("model")},
-                "action": act, "reasons": [{"code": code}],
+                "action": act, "reasons": [{"code": code, "message": MESSAGES[code]}],
             })
         action = max((d["action"] for d in decided), key=SEVERITY.get, default="allow")
         versions = {"policy": "reference-default", "provenance_detector": "reference",
@@ -249,9 +265,11 @@ class Pipeline:
         decision = {
             "schema_version": 1, "decision_id": decision_id, "mode": "live",
             "event_id": event["event_id"], "event_type": event.get("event_type"),
-            "listing_id": event["listing_id"], "merchant_id": event.get("merchant_id"),
+            "listing_id": event["listing_id"], "merchant_id": event.get("merchant_id", ""),
             "marketplace": event["marketplace"], "category": event["category"],
-            "action": action, "reasons": sorted({r["code"] for d in decided for r in d["reasons"]}),
+            "action": action,
+            "reasons": [{"code": c, "message": MESSAGES[c]}
+                        for c in sorted({r["code"] for d in decided for r in d["reasons"]})],
             "images": decided, "versions": versions,
             "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
             "occurred_at": event.get("occurred_at"),
@@ -262,10 +280,21 @@ class Pipeline:
         self.producer.produce(self.args.decisions_topic, key=key, value=json.dumps(decision).encode())
         for d in decided:
             if d["action"] == "label":
+                declared = d["reasons"][0]["code"] == "AI_DECLARED_METADATA"
                 self.producer.produce(self.args.labels_topic, key=key, value=json.dumps({
-                    "schema_version": 1, "decision_id": decision_id, "listing_id": event["listing_id"],
+                    "schema_version": 1,
+                    "label_id": hashlib.sha256(f"{decision_id}/{d['image_id']}".encode()).hexdigest()[:32],
+                    "decision_id": decision_id, "event_id": event["event_id"],
+                    "listing_id": event["listing_id"], "marketplace": event["marketplace"],
                     "image_id": d["image_id"], "content_sha256": d["content_sha256"],
-                    "visible_label": {"zh": "AI生成", "en": "AI-generated"}}).encode())
+                    "visible_label": {"zh": "AI生成", "en": "AI-generated"},
+                    "basis": "declared_in_metadata" if declared else "detected",
+                    "implicit_label": {
+                        "Label": "1" if declared else "3", "ContentProducer": "", "ProduceID": "",
+                        "ReservedCode1": "", "ContentPropagator": "listing-guard-marketplace",
+                        "PropagateID": f"{event['listing_id']}/{d['image_id']}",
+                        "ReservedCode2": d["content_sha256"] or ""},
+                    "policy_version": versions["policy"]}).encode())
 
     def run(self):
         self.consumer.subscribe([self.args.input_topic])
@@ -294,4 +323,5 @@ class Pipeline:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack
     Pipeline(parse_args()).run()
