@@ -13,7 +13,9 @@
 //! the machine's physical floor (the JPEG decoder alone; the model's FLOPs over a measured
 //! GEMM peak), writes `target/bench/e2e.json`, and ends with `ratio ours/reference: X.XX`.
 //!
-//! Knobs: `E2E_LISTINGS` (default 300), `E2E_REPEATS` (default 2), `E2E_PARTITIONS` (2),
+//! Knobs: `E2E_LISTINGS` (default 300), `E2E_REPEATS` (default 3), `E2E_PARTITIONS` (2),
+//! `E2E_PACED_LISTINGS` (60), `E2E_INSTANCES` (Listing Guard instances in one group, 1), `E2E_ONLY=listing-guard` or `reference` (one pipeline's runs,
+//! for tuning; `LISTING_GUARD__*` variables reach Listing Guard),
 //! `KAFKA_BROKERS`, `LISTING_GUARD_BIN` (default target/release/listing-guard), `E2E_PYTHON`
 //! (default target/bench-venv/bin/python).
 
@@ -156,6 +158,10 @@ struct RunResult {
     cpu_seconds: f64,
     cpu_s_per_1000_listings: f64,
     stage_seconds: HashMap<String, f64>,
+    instances: usize,
+    /// Records each instance consumed (its `lg_records_consumed_total`): how evenly the
+    /// partitions were shared.
+    consumed_per_instance: Vec<f64>,
 }
 
 /// (utime + stime) seconds and VmHWM MiB of a live process.
@@ -178,6 +184,9 @@ fn proc_usage(pid: u32) -> (f64, f64) {
         .unwrap_or(0.0);
     (cpu, hwm_kb / 1024.0)
 }
+
+/// One figure of a run.
+type Field = dyn Fn(&RunResult) -> f64;
 
 fn python() -> PathBuf {
     std::env::var("E2E_PYTHON")
@@ -205,26 +214,28 @@ fn start(which: Which, topics: &Topics, telemetry: &str, cache: &Path) -> Child 
             .env("LISTING_GUARD__TELEMETRY__LISTEN", telemetry)
             .env("LISTING_GUARD__KAFKA__INSTANCE_ID", "")
             .stdout(Stdio::null());
+            // The CPU-model setting of deploy/config.example.toml, unless the caller tunes it.
+            if std::env::var_os("LISTING_GUARD__PIPELINE__MAX_IN_FLIGHT").is_none() {
+                cmd.env("LISTING_GUARD__PIPELINE__MAX_IN_FLIGHT", "16");
+            }
             cmd.spawn().expect("listing-guard starts")
         }
-        Which::Reference => {
-            Command::new(python())
-                .arg(root().join("benches/reference/pipeline.py"))
-                .args(["--brokers", &brokers()])
-                .args(["--input-topic", &topics.input])
-                .args(["--group", &topics.group])
-                .args(["--decisions-topic", &topics.decisions])
-                .args(["--labels-topic", &topics.labels])
-                .args(["--dlq-topic", &topics.dlq])
-                .arg("--model-dir")
-                .arg(root().join("models/npr-small"))
-                .arg("--onnx")
-                .arg(root().join("target/bench/npr.onnx"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("the reference pipeline starts (make bench-e2e creates its virtualenv)")
-        }
+        Which::Reference => Command::new(python())
+            .arg(root().join("benches/reference/pipeline.py"))
+            .args(["--brokers", &brokers()])
+            .args(["--input-topic", &topics.input])
+            .args(["--group", &topics.group])
+            .args(["--decisions-topic", &topics.decisions])
+            .args(["--labels-topic", &topics.labels])
+            .args(["--dlq-topic", &topics.dlq])
+            .arg("--model-dir")
+            .arg(root().join("models/npr-small"))
+            .arg("--onnx")
+            .arg(root().join("target/bench/npr.onnx"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the reference pipeline starts (make bench-e2e creates its virtualenv)"),
     }
 }
 
@@ -258,31 +269,55 @@ async fn run_one(
     });
     topics.create(partitions).await;
     topics.input = input.to_owned();
-    let telemetry = format!("127.0.0.1:{}", integration_tests::closed_port());
-    let cache = std::env::temp_dir().join(format!("{}.redb", topics.group));
+    // Listing Guard may run as several instances in one consumer group (E2E_INSTANCES).
+    let instances = if which == Which::Ours {
+        env_or("E2E_INSTANCES", 1usize).max(1)
+    } else {
+        1
+    };
+    let telemetry: Vec<String> = (0..instances)
+        .map(|_| format!("127.0.0.1:{}", integration_tests::closed_port()))
+        .collect();
+    let caches: Vec<PathBuf> = (0..instances)
+        .map(|i| std::env::temp_dir().join(format!("{}-{i}.redb", topics.group)))
+        .collect();
     let mut collector = Collector::new(&topics);
     let started = Instant::now();
-    let child = start(which, &topics, &telemetry, &cache);
-    let pid = child.id();
+    let children: Vec<Child> = (0..instances)
+        .map(|i| start(which, &topics, &telemetry[i], &caches[i]))
+        .collect();
     collector
         .until(Duration::from_secs(3600), |c| c.decisions.len() >= listings)
         .await;
     let seconds = started.elapsed().as_secs_f64();
-    let (cpu_seconds, peak_rss_mib) = proc_usage(pid);
+    let usage: Vec<(f64, f64)> = children.iter().map(|c| proc_usage(c.id())).collect();
+    let cpu_seconds = usage.iter().map(|u| u.0).sum();
+    let peak_rss_mib = usage.iter().map(|u| u.1).fold(0.0, f64::max);
     let mut stage_seconds = HashMap::new();
+    let mut consumed_per_instance = Vec::new();
     if which == Which::Ours {
-        if let Some((_, text)) = http_get(&telemetry, "/metrics").await {
+        for t in &telemetry {
+            let Some((_, text)) = http_get(t, "/metrics").await else {
+                continue;
+            };
+            consumed_per_instance
+                .push(integration_tests::metric(&text, "lg_records_consumed_total").unwrap_or(0.0));
             for line in text.lines() {
                 if let Some(rest) = line.strip_prefix("lg_stage_seconds_total{stage=\"") {
                     if let Some((stage, v)) = rest.split_once("\"} ") {
-                        stage_seconds.insert(stage.to_owned(), v.trim().parse().unwrap_or(0.0));
+                        *stage_seconds.entry(stage.to_owned()).or_insert(0.0) +=
+                            v.trim().parse::<f64>().unwrap_or(0.0);
                     }
                 }
             }
         }
     }
-    stop(child);
-    std::fs::remove_file(&cache).ok();
+    for c in children {
+        stop(c);
+    }
+    for c in &caches {
+        std::fs::remove_file(c).ok();
+    }
     let mut lat: Vec<f64> = collector
         .seen
         .decisions
@@ -302,7 +337,82 @@ async fn run_one(
         cpu_seconds,
         cpu_s_per_1000_listings: cpu_seconds / listings as f64 * 1000.0,
         stage_seconds,
+        instances,
+        consumed_per_instance,
     }
+}
+
+/// Latency under a steady, unsaturated load: `count` listings produced at `rate` per second
+/// into a fresh topic while the pipeline runs, each stamped `occurred_at` = its send time;
+/// latency = the decision's `decided_at` − `occurred_at` (one clock: both on this machine).
+async fn paced_latency(
+    which: Which,
+    partitions: i32,
+    listings: &[(String, Vec<u8>)],
+    rate: f64,
+) -> (f64, f64) {
+    let topics = Topics::fresh(if which == Which::Ours {
+        "e2e-lat-ours"
+    } else {
+        "e2e-lat-ref"
+    });
+    topics.create(partitions).await;
+    let telemetry = format!("127.0.0.1:{}", integration_tests::closed_port());
+    let cache = std::env::temp_dir().join(format!("{}.redb", topics.group));
+    let mut collector = Collector::new(&topics);
+    let child = start(which, &topics, &telemetry, &cache);
+    // Warm up: the first listing's decision says the pipeline is consuming.
+    produce_all(&topics.input, &listings[..1]).await;
+    collector
+        .until(Duration::from_secs(300), |c| !c.decisions.is_empty())
+        .await;
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tick = tokio::time::interval(interval);
+    let rest = &listings[1..];
+    for (key, payload) in rest {
+        tick.tick().await;
+        let mut v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        v["occurred_at"] = serde_json::Value::String(
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
+        let bytes = serde_json::to_vec(&v).unwrap();
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&topics.input)
+                    .key(key)
+                    .payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("paced send");
+    }
+    collector
+        .until(Duration::from_secs(600), |c| {
+            c.decisions.len() >= listings.len()
+        })
+        .await;
+    stop(child);
+    std::fs::remove_file(&cache).ok();
+    let mut lat: Vec<f64> = collector
+        .seen
+        .decisions
+        .iter()
+        .skip(1)
+        .map(|d| {
+            (d.decided_at - d.occurred_at)
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e3
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
 
 /// Conv FLOPs of one 224 px crop, from the shapes in the safetensors header.
@@ -335,26 +445,10 @@ fn model_flops_per_crop(model_dir: &Path) -> f64 {
     flops
 }
 
-/// f32 GEMM GFLOP/s on this machine (1024³ on every core), through candle's CPU matmul (the
-/// `gemm` crate).
-fn gemm_peak_gflops() -> f64 {
-    use candle_core::{Device, Tensor};
-    let n = 1024usize;
-    let a = Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let b = (Tensor::ones((n, n), candle_core::DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
-    std::hint::black_box(a.matmul(&b).unwrap());
-    let reps = 8;
-    let t = Instant::now();
-    for _ in 0..reps {
-        std::hint::black_box(a.matmul(&b).unwrap());
-    }
-    2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let listings: usize = env_or("E2E_LISTINGS", 300);
-    let repeats: usize = env_or("E2E_REPEATS", 2);
+    let repeats: usize = env_or("E2E_REPEATS", 3);
     let partitions: i32 = env_or("E2E_PARTITIONS", 2);
     let unique = listings * 3 * 4 / 5 + 1;
     eprintln!("generating {unique} images (800-1600 px; 80% JPEG)...");
@@ -394,6 +488,11 @@ async fn main() {
             [Which::Reference, Which::Ours]
         };
         for which in order {
+            if std::env::var("E2E_ONLY")
+                .is_ok_and(|o| o != which.name().split(' ').next().unwrap_or(""))
+            {
+                continue;
+            }
             eprintln!("run {}/{repeats}: {}", r + 1, which.name());
             let res = run_one(which, r, &input.input, partitions, listings, images).await;
             eprintln!(
@@ -404,15 +503,28 @@ async fn main() {
         }
     }
 
+    if std::env::var("E2E_ONLY").is_ok() {
+        // A tuning run of one pipeline: its figures only.
+        for r in &results {
+            println!("{}", serde_json::to_string(r).unwrap());
+        }
+        return;
+    }
+
     // Medians over repeats.
-    let med = |which: Which, f: &dyn Fn(&RunResult) -> f64| {
+    let med = |which: Which, f: &Field| {
         let mut v: Vec<f64> = results
             .iter()
             .filter(|r| r.pipeline == which.name())
             .map(f)
             .collect();
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     };
     let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
     println!();
@@ -423,11 +535,11 @@ async fn main() {
         "{:<24} {:>14} {:>14} {:>14}",
         "", "listing-guard", "reference", "ours/ref"
     );
-    let rows: [(&str, &dyn Fn(&RunResult) -> f64); 7] = [
+    let rows: [(&str, &Field); 7] = [
         ("listings/s", &|r| r.listings_per_s),
         ("images/s", &|r| r.images_per_s),
-        ("p50 latency ms", &|r| r.p50_ms),
-        ("p99 latency ms", &|r| r.p99_ms),
+        ("backlog p50 ms", &|r| r.p50_ms),
+        ("backlog p99 ms", &|r| r.p99_ms),
         ("peak RSS MiB", &|r| r.peak_rss_mib),
         ("CPU s / 1,000 listings", &|r| r.cpu_s_per_1000_listings),
         ("wall s", &|r| r.seconds),
@@ -436,6 +548,39 @@ async fn main() {
         let (o, p) = (med(Which::Ours, f), med(Which::Reference, f));
         println!("{name:<24} {o:>14.2} {p:>14.2} {:>14.2}", o / p);
     }
+
+    // Latency at half the slower pipeline's throughput, each pipeline alone on the machine.
+    let slower =
+        med(Which::Ours, &|r| r.listings_per_s).min(med(Which::Reference, &|r| r.listings_per_s));
+    let rate = slower / 2.0;
+    let paced_n: usize = env_or("E2E_PACED_LISTINGS", 60).min(records.len());
+    let mut paced = HashMap::new();
+    for which in [Which::Ours, Which::Reference] {
+        eprintln!("paced latency: {} at {rate:.2} listings/s", which.name());
+        paced.insert(
+            which.name(),
+            paced_latency(which, partitions, &records[..paced_n], rate).await,
+        );
+    }
+    let (o, p) = (paced[Which::Ours.name()], paced[Which::Reference.name()]);
+    println!(
+        "{:<24} {:>14.2} {:>14.2} {:>14.2}",
+        "paced p50 ms",
+        o.0,
+        p.0,
+        o.0 / p.0
+    );
+    println!(
+        "{:<24} {:>14.2} {:>14.2} {:>14.2}",
+        "paced p99 ms",
+        o.1,
+        p.1,
+        o.1 / p.1
+    );
+    println!(
+        "(backlog latency: receipt to decision while draining the preloaded topic; paced: send to decision at {rate:.2} listings/s, {} listings)",
+        paced_n - 1
+    );
 
     // Where our time goes.
     let ours_runs: Vec<&RunResult> = results
@@ -466,7 +611,7 @@ async fn main() {
     }
     let decode_s_per_image = t.elapsed().as_secs_f64() / jpegs.len() as f64;
     let flops = model_flops_per_crop(&root().join("models/npr-small"));
-    let peak = gemm_peak_gflops();
+    let peak = lg_model::peak_gflops(cores, 3.0);
     let crops = 5.0;
     let model_s_per_image = crops * flops / (peak * 1e9);
     // Decode runs one image per core; the GEMM peak already uses every core.
@@ -480,7 +625,7 @@ async fn main() {
         cores as f64 / decode_s_per_image
     );
     println!(
-        "  model: {:.2} GFLOP per crop x {crops} crops, GEMM peak {peak:.1} GFLOP/s -> {:.1} ms/image",
+        "  model: {:.2} GFLOP per crop x {crops} crops, GEMM peak {peak:.1} GFLOP/s (the engine's AVX-512 kernel, {cores} threads) -> {:.1} ms/image",
         flops / 1e9,
         model_s_per_image * 1e3
     );
@@ -505,6 +650,12 @@ async fn main() {
             "floor_images_per_s": floor_images_per_s,
         },
         "ratio_ours_reference_listings_per_s": ratio,
+        "paced": {
+            "rate_listings_per_s": rate,
+            "listings": paced_n - 1,
+            "ours_p50_ms": o.0, "ours_p99_ms": o.1,
+            "reference_p50_ms": p.0, "reference_p99_ms": p.1,
+        },
     });
     let path = root().join("target/bench/e2e.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();

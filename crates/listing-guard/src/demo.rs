@@ -4,6 +4,9 @@
 //! server with the [`fixtures`](crate::fixtures), produces sample listings (clean photos, each
 //! kind of AI marker, a broken image, an unreachable and a hostile URL, a malformed event), runs
 //! the real pipeline against them and prints the decisions.
+//!
+//! [`feed`] (`listing-guard feed`) sends the same samples to a real broker, for deployments
+//! such as `deploy/docker-compose.yml`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,15 @@ type ImageState = (Arc<HashMap<String, Vec<u8>>>, Arc<AtomicU64>);
 pub async fn serve_images_counted(
     images: HashMap<String, Vec<u8>>,
 ) -> anyhow::Result<(String, Arc<AtomicU64>)> {
+    serve_images_on("127.0.0.1:0", images).await
+}
+
+/// Serves `images` at `/img/{name}` on `bind`; returns the base URL (by the bound address) and
+/// the request counter.
+pub async fn serve_images_on(
+    bind: &str,
+    images: HashMap<String, Vec<u8>>,
+) -> anyhow::Result<(String, Arc<AtomicU64>)> {
     let requests = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route(
@@ -49,7 +61,9 @@ pub async fn serve_images_counted(
             ),
         )
         .with_state((Arc::new(images), Arc::clone(&requests)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding the image server to {bind}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -86,26 +100,10 @@ fn listing_json(i: usize, s: &Sample, base: &str) -> String {
     .to_string()
 }
 
-/// Serves every fixture (`/img/{name}`, bytes from `seed`) on 127.0.0.1; returns the base URL.
-pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL
-        .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(seed)))
-        .collect();
-    serve_images(images).await
-}
-
-/// Where the demo writes labelled files (relative to the working directory).
-pub const DEMO_LABELLED: &str = "target/demo-labelled";
-
-/// Runs the demo and prints the table.
-pub async fn run() -> anyhow::Result<()> {
-    let base = serve_fixtures(7).await?;
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let samples = vec![
+/// The sample listings: clean photos, each kind of AI marker, a broken image, an unreachable
+/// image server (`closed_port` on 127.0.0.1) and a hostile URL.
+fn samples(closed_port: u16) -> Vec<Sample> {
+    vec![
         Sample {
             marketplace: "taobao",
             category: "apparel",
@@ -178,7 +176,107 @@ pub async fn run() -> anyhow::Result<()> {
             image: "http://169.254.169.254/latest/meta-data/".into(),
             note: "hostile URL (cloud metadata)",
         },
-    ];
+    ]
+}
+
+/// Serves every fixture (`/img/{name}`, bytes from `seed`) on 127.0.0.1; returns the base URL.
+pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
+    let images: HashMap<String, Vec<u8>> = Fixture::ALL
+        .iter()
+        .map(|f| (f.name().to_owned(), f.bytes(seed)))
+        .collect();
+    serve_images(images).await
+}
+
+/// Arguments of `listing-guard feed`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The input topic.
+    #[arg(long, default_value = "listings.v1")]
+    pub topic: String,
+    /// Where the image server listens.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// The image server's base URL as the pipeline reaches it (e.g. `http://feeder:8080`);
+    /// default: the bound address.
+    #[arg(long)]
+    pub public_base: Option<String>,
+    /// Listings to produce; 0: until stopped.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Pause between listings.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+}
+
+/// `listing-guard feed`: the demo's sample listings against a real broker. Serves the fixture
+/// images over HTTP and produces the samples in turn (plus, every round, one malformed event),
+/// each with a fresh event id, so a deployment (e.g. `deploy/docker-compose.yml`) shows the
+/// pipeline end to end. Keeps serving images after the last listing until stopped, so late
+/// fetches still succeed.
+pub async fn feed(args: &FeedArgs) -> anyhow::Result<()> {
+    let images: HashMap<String, Vec<u8>> = Fixture::ALL
+        .iter()
+        .map(|f| (f.name().to_owned(), f.bytes(7)))
+        .collect();
+    let (bound, _) = serve_images_on(&args.listen, images).await?;
+    let base = args.public_base.clone().unwrap_or(bound);
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let samples = samples(closed_port);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .create()
+        .context("creating the producer")?;
+    println!("feeding {} with images from {base}", args.topic);
+    let mut n: u64 = 0;
+    while args.count == 0 || n < args.count {
+        let i = (n % (samples.len() as u64 + 1)) as usize;
+        let (key, payload) = match samples.get(i) {
+            Some(s) => {
+                let mut v: serde_json::Value = serde_json::from_str(&listing_json(i, s, &base))?;
+                v["event_id"] = format!("feed-evt-{n}").into();
+                v["listing_id"] = format!("feed-listing-{n}").into();
+                v["occurred_at"] = chrono::Utc::now().to_rfc3339().into();
+                (format!("feed-listing-{n}"), v.to_string())
+            }
+            None => (
+                format!("feed-malformed-{n}"),
+                "{\"schema_version\":1,".to_owned(),
+            ),
+        };
+        producer
+            .send(
+                FutureRecord::to(&args.topic).key(&key).payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {}", args.topic))?;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
+    }
+    println!("produced {n} listings; serving images until stopped");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Where the demo writes labelled files (relative to the working directory).
+pub const DEMO_LABELLED: &str = "target/demo-labelled";
+
+/// Runs the demo and prints the table.
+pub async fn run() -> anyhow::Result<()> {
+    let base = serve_fixtures(7).await?;
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let samples = samples(closed_port);
 
     let cluster = MockCluster::new(1).context("starting the in-process mock Kafka cluster")?;
     let mut settings = Settings::load(None)?;

@@ -28,6 +28,9 @@ enum Command {
     },
     /// Zero-setup demo: in-process mock Kafka, local image server, sample listings.
     Demo,
+    /// The demo's sample listings against a real broker: serves the images over HTTP and
+    /// produces the listings (for docker compose and load demos).
+    Feed(listing_guard::demo::FeedArgs),
     /// Print provenance findings for image files, one JSON object per line.
     Score {
         /// Image files.
@@ -164,6 +167,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(listing_guard::demo::run())?;
+        }
+        Command::Feed(args) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(listing_guard::demo::feed(&args))?;
         }
         Command::Score {
             files,

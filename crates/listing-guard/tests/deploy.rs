@@ -219,11 +219,39 @@ fn compose_runs_kafka_the_pipeline_a_collector_and_prometheus() {
         "kafka",
         "topics",
         "listing-guard",
+        "feeder",
         "otel-collector",
         "prometheus",
     ] {
         assert!(services[s].is_mapping(), "service {s} is missing");
     }
+    // The feeder runs the same image; its command parses as the binary's `feed` subcommand.
+    assert_eq!(
+        str_at(services, "feeder.image"),
+        str_at(services, "listing-guard.image")
+    );
+    let args: Vec<&str> = at(services, "feeder.command")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(args[0], "feed");
+    let mut help = vec!["--help"];
+    help.splice(0..0, args[..1].iter().copied());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_listing-guard"))
+        .args(&help)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(text.contains(flag), "feed has no {flag}: {text}");
+    }
+    let allowed = str_at(
+        services,
+        "listing-guard.environment.LISTING_GUARD__FETCH__ALLOWED_NETWORKS",
+    );
+    assert!(allowed.contains("172.16.0.0/12"), "{allowed}");
     let build = at(services, "listing-guard.build");
     let dockerfile = root()
         .join("deploy")

@@ -59,6 +59,43 @@ fn avx512() -> bool {
     }
 }
 
+/// The engine's f32 matrix-product rate on this machine, in GFLOP/s: `threads` threads each
+/// multiplying 1024×256 by 256×1024 (the shape class of the network's 1×1 convolutions) for
+/// about `seconds`. The physical ceiling the model's FLOPs are measured against.
+pub fn peak_gflops(threads: usize, seconds: f64) -> f64 {
+    let (m, k, n) = (1024usize, 256usize, 1024usize);
+    let b = PackedB::new(vec![0.5; k * n], k, n);
+    let bias = vec![0.0; n];
+    let lhs = vec![1.0; m * k];
+    let e = Epilogue {
+        bias: &bias,
+        residual: None,
+        relu: false,
+    };
+    let started = std::time::Instant::now();
+    let done: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut dst = vec![0.0; m * n];
+                    let mut reps = 0usize;
+                    while reps == 0 || started.elapsed().as_secs_f64() < seconds {
+                        matmul_fused(&mut dst, &lhs, &b, m, e);
+                        reps += 1;
+                    }
+                    std::hint::black_box(&dst);
+                    reps
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("gemm thread"))
+            .sum()
+    });
+    2.0 * (m * k * n) as f64 * done as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
 /// What is added to the product, and the activation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Epilogue<'a> {

@@ -17,6 +17,7 @@ pub mod calibrate;
 pub mod card;
 pub mod cpu;
 mod cpu_kernel;
+pub use cpu_kernel::peak_gflops;
 pub mod data;
 pub mod eval;
 pub mod infer;
