@@ -149,6 +149,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The long-running consumers stop cleanly on SIGTERM/SIGINT, even one sent during start-up;
+    // every other command keeps the default (terminate at once).
+    if matches!(cli.command, Command::Run { .. } | Command::Replay { .. }) {
+        listing_guard::pipeline::catch_early_signals();
+    }
     // `run` exports spans when its config says so; every other command only logs.
     let run_settings = match &cli.command {
         Command::Run { config } => Some(Settings::load(config.as_deref())?),

@@ -400,9 +400,38 @@ pub(crate) async fn deliver(
     Ok(Delivered::DeadLetter)
 }
 
-/// A watch channel that turns true on SIGTERM or SIGINT.
+/// Set by a SIGTERM or SIGINT that arrives before [`shutdown_on_signals`] runs.
+static EARLY_SIGNAL: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Replaces the default action of SIGTERM and SIGINT (terminate at once) with setting a flag.
+/// The binary calls this first thing, so a stop request during start-up (config, telemetry,
+/// the runtime, the model) is kept and honoured by [`shutdown_on_signals`] instead of killing
+/// the process before anything is committed.
+pub fn catch_early_signals() {
+    #[cfg(unix)]
+    {
+        let flag = Arc::clone(EARLY_SIGNAL.get_or_init(Default::default));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&flag)) {
+                eprintln!("listing-guard: cannot catch signal {sig}: {e}");
+            }
+        }
+    }
+}
+
+/// A watch channel that turns true on SIGTERM or SIGINT (at once if one arrived since
+/// [`catch_early_signals`]).
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
+    if EARLY_SIGNAL
+        .get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        tracing::info!("stop requested during start-up");
+        let _ = tx.send(true);
+        return rx;
+    }
     // The handlers are installed here, before the caller loads its model and connects: a
     // SIGTERM during start-up then stops the pipeline cleanly instead of killing the process.
     #[cfg(unix)]
