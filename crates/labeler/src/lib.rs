@@ -122,17 +122,7 @@ pub fn labels_for(
                 propagate_id: format!("{}/{}", decision.listing_id, img.image_id),
                 reserved_code2: img.content_sha256.clone().unwrap_or_default(),
             };
-            let visible_label = match settings.locale.as_str() {
-                "zh" => VisibleLabel {
-                    zh: VISIBLE_LABEL_ZH.into(),
-                    en: String::new(),
-                },
-                "en" => VisibleLabel {
-                    zh: String::new(),
-                    en: VISIBLE_LABEL_EN.into(),
-                },
-                _ => VisibleLabel::default(),
-            };
+            let visible_label = visible_label_for(&settings.locale);
             Some(LabelEvent {
                 schema_version: SCHEMA_VERSION,
                 label_id: lg_events::label_id(&decision.decision_id, &img.image_id),
@@ -150,6 +140,22 @@ pub fn labels_for(
             })
         })
         .collect()
+}
+
+/// The visible-label texts a policy locale asks for: `zh` (AI生成), `en` (AI-generated), or
+/// both (`zh+en`, and anything else).
+pub fn visible_label_for(locale: &str) -> VisibleLabel {
+    match locale {
+        "zh" => VisibleLabel {
+            zh: VISIBLE_LABEL_ZH.into(),
+            en: String::new(),
+        },
+        "en" => VisibleLabel {
+            zh: String::new(),
+            en: VISIBLE_LABEL_EN.into(),
+        },
+        _ => VisibleLabel::default(),
+    }
 }
 
 /// The producer for all outputs.

@@ -237,14 +237,15 @@ fn blend(p: &mut Rgba<u8>, rgb: [u8; 3], alpha: f32) {
     p.0[3] = (f32::from(p.0[3]) + (255.0 - f32::from(p.0[3])) * alpha).round() as u8;
 }
 
-/// Encodes `img` with its colour profile, where the encoder takes one (an unsupported profile
-/// only costs colour accuracy).
+/// Encodes `img` with the original's colour profile when it is an RGB profile and the encoder
+/// takes one (otherwise only colour accuracy is lost).
 fn encode<E: ImageEncoder>(
     mut encoder: E,
     icc: Option<Vec<u8>>,
     img: &DynamicImage,
 ) -> image::ImageResult<()> {
-    if let Some(icc) = icc {
+    // The copy is RGB(A): a profile for another colour space (grey, CMYK) would misdescribe it.
+    if let Some(icc) = icc.filter(|p| p.get(16..20) == Some(b"RGB ")) {
         let _ = encoder.set_icc_profile(icc);
     }
     encoder.write_image(

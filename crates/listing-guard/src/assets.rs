@@ -22,6 +22,10 @@ use object_store::{ObjectStore, PutPayload};
 
 use crate::config::LabelAssetSettings;
 
+/// The longest a label's files may take to write before the label event goes out without
+/// them (`assets.error` says so).
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A parsed `label_assets.store`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {

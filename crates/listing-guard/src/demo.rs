@@ -179,13 +179,24 @@ fn samples(closed_port: u16) -> Vec<Sample> {
     ]
 }
 
-/// Serves every fixture (`/img/{name}`, bytes from `seed`) on 127.0.0.1; returns the base URL.
-pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL
+/// Every fixture by name, bytes from `seed`.
+fn fixture_images(seed: u32) -> HashMap<String, Vec<u8>> {
+    Fixture::ALL
         .iter()
         .map(|f| (f.name().to_owned(), f.bytes(seed)))
-        .collect();
-    serve_images(images).await
+        .collect()
+}
+
+/// A local port nothing listens on (for the "unreachable image server" sample).
+fn closed_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Serves every fixture (`/img/{name}`, bytes from `seed`) on 127.0.0.1; returns the base URL.
+pub async fn serve_fixtures(seed: u32) -> anyhow::Result<String> {
+    serve_images(fixture_images(seed)).await
 }
 
 /// Arguments of `listing-guard feed`.
@@ -218,17 +229,9 @@ pub struct FeedArgs {
 /// pipeline end to end. Keeps serving images after the last listing until stopped, so late
 /// fetches still succeed.
 pub async fn feed(args: &FeedArgs) -> anyhow::Result<()> {
-    let images: HashMap<String, Vec<u8>> = Fixture::ALL
-        .iter()
-        .map(|f| (f.name().to_owned(), f.bytes(7)))
-        .collect();
-    let (bound, _) = serve_images_on(&args.listen, images).await?;
+    let (bound, _) = serve_images_on(&args.listen, fixture_images(7)).await?;
     let base = args.public_base.clone().unwrap_or(bound);
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let samples = samples(closed_port);
+    let samples = samples(closed_port()?);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .create()
@@ -272,11 +275,7 @@ pub const DEMO_LABELLED: &str = "target/demo-labelled";
 /// Runs the demo and prints the table.
 pub async fn run() -> anyhow::Result<()> {
     let base = serve_fixtures(7).await?;
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let samples = samples(closed_port);
+    let samples = samples(closed_port()?);
 
     let cluster = MockCluster::new(1).context("starting the in-process mock Kafka cluster")?;
     let mut settings = Settings::load(None)?;

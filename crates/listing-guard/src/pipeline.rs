@@ -69,13 +69,16 @@ pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
         analysis_version,
         mode: crate::process::Mode::Live,
         dead_letter_payload_max: settings.pipeline.dead_letter_payload_max_bytes,
-        assets: crate::assets::AssetStore::open(&settings.label_assets)?,
+        assets: None,
     })
 }
 
 /// Runs the pipeline until `shutdown` turns true.
 pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow::Result<RunStats> {
-    let processor = build_processor(settings)?;
+    let mut processor = build_processor(settings)?;
+    // Labelled files are written by the live pipeline only (a re-audit decides into its own
+    // topic and writes none).
+    processor.assets = crate::assets::AssetStore::open(&settings.label_assets)?;
     let k = &settings.kafka;
     let consumer = Arc::new(build_consumer(&ConsumerSettings {
         brokers: k.brokers.clone(),
@@ -424,25 +427,25 @@ pub fn catch_early_signals() {
 /// [`catch_early_signals`]).
 pub fn shutdown_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
-    if EARLY_SIGNAL
-        .get()
-        .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
-    {
-        tracing::info!("stop requested during start-up");
-        let _ = tx.send(true);
-        return rx;
-    }
     // The handlers are installed here, before the caller loads its model and connects: a
     // SIGTERM during start-up then stops the pipeline cleanly instead of killing the process.
+    // They go in before the early flag is read, so a signal in between is seen by one of them.
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let early = EARLY_SIGNAL
+            .get()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+            if early {
+                tracing::info!("stop requested during start-up");
+            } else {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                }
             }
             let _ = tx.send(true);
         });

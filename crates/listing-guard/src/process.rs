@@ -258,7 +258,17 @@ impl Processor {
                     (None, None) => Err("the label's image is not in the decision".to_owned()),
                 };
                 label.assets = Some(match original {
-                    Ok(b) => store.write(&label, b).await,
+                    // A store that hangs (S3 down, retries) must not hold the partition.
+                    Ok(b) => {
+                        tokio::time::timeout(crate::assets::WRITE_TIMEOUT, store.write(&label, b))
+                            .await
+                            .unwrap_or_else(|_| {
+                                crate::assets::failed(format!(
+                                    "the store did not answer within {:?}",
+                                    crate::assets::WRITE_TIMEOUT
+                                ))
+                            })
+                    }
                     Err(e) => crate::assets::failed(e),
                 });
                 label

@@ -515,8 +515,6 @@ pub async fn command(
     compare: Option<&Path>,
 ) -> anyhow::Result<bool> {
     let mut processor = crate::pipeline::build_processor(settings)?;
-    // A re-audit decides into its own topic; it writes no labelled files.
-    processor.assets = None;
     processor.mode = Mode::Replay {
         run_id: args.run_id.clone(),
         trust_cached_urls: !args.refetch,

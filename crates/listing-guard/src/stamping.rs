@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use lg_events::{Tc260Aigc, VISIBLE_LABEL_EN, VISIBLE_LABEL_ZH};
+use lg_events::Tc260Aigc;
 use lg_labeler::visible::{self, Corner};
 
 /// Arguments of `listing-guard stamp`.
@@ -47,12 +47,11 @@ pub struct StampArgs {
 
 /// The visible text for a policy locale.
 pub fn visible_text(locale: &str) -> anyhow::Result<String> {
-    Ok(match locale {
-        "zh" => VISIBLE_LABEL_ZH.to_owned(),
-        "en" => VISIBLE_LABEL_EN.to_owned(),
-        "zh+en" => visible::text_for(VISIBLE_LABEL_ZH, VISIBLE_LABEL_EN),
-        other => bail!("locale {other:?}: expected zh, en or zh+en"),
-    })
+    if !matches!(locale, "zh" | "en" | "zh+en") {
+        bail!("locale {locale:?}: expected zh, en or zh+en");
+    }
+    let l = lg_labeler::visible_label_for(locale);
+    Ok(visible::text_for(&l.zh, &l.en))
 }
 
 /// Runs the command; returns the JSON summary it prints.
