@@ -1,4 +1,4 @@
-//! The broker stops and starts three times during a stream (sqlite storage, so its data
+//! The broker stops and starts during a stream (once in `make test`, three times at full scale) (sqlite storage, so its data
 //! survives): the pipeline reconnects by itself and loses nothing, and its `/readyz` says
 //! not-ready while the broker is down and ready again after (`/healthz` stays up).
 //!
@@ -10,7 +10,7 @@ use std::time::Duration;
 use integration_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_broker_restarts_lose_nothing() {
+async fn broker_restarts_lose_nothing() {
     let broker = OwnBroker::start();
     use_broker(&broker.addr);
     let n = scale(600, 2_000);
@@ -33,13 +33,18 @@ async fn three_broker_restarts_lose_nothing() {
                 "LISTING_GUARD__KAFKA__LIBRDKAFKA__ENABLE_IDEMPOTENCE",
                 "false".into(),
             ),
+            // A dynamic member: after a restart tansu 0.6.0 sometimes revokes a static member's
+            // partitions and never reassigns them (seen in CI); a dynamic one rejoins.
+            ("LISTING_GUARD__KAFKA__INSTANCE_ID", String::new()),
         ],
     );
     let outage = Duration::from_secs(3);
-    for k in 1..=3 {
+    // One outage in `make test`, three at full scale (`make test-reliability`).
+    let outages = scale(1, 3);
+    for k in 1..=outages {
         collector
             .until(Duration::from_secs(300), |c| {
-                c.distinct_events.len() >= k * n / 4
+                c.distinct_events.len() >= k * n / (outages + 1)
             })
             .await;
         wait_for_status(&health, "/readyz", 200, Duration::from_secs(60)).await;
@@ -64,7 +69,7 @@ async fn three_broker_restarts_lose_nothing() {
     collector.drain(Duration::from_secs(3)).await;
     let duplicates = collector.seen.assert_duplicates_identical();
     eprintln!(
-        "broker restarts: {n} listings, 3 outages of {outage:?}, {} decisions, {duplicates} duplicates",
+        "broker restarts: {n} listings, {outages} outages of {outage:?}, {} decisions, {duplicates} duplicates",
         collector.seen.decisions.len()
     );
     assert_eq!(collector.seen.distinct_events.len(), n);
