@@ -611,7 +611,7 @@ async fn main() {
     }
     let decode_s_per_image = t.elapsed().as_secs_f64() / jpegs.len() as f64;
     let flops = model_flops_per_crop(&root().join("models/npr-small"));
-    let peak = lg_model::peak_gflops(cores, 3.0);
+    let peak = lg_model::peak_gflops(cores, 3.0, lg_model::cpu::Precision::auto());
     let crops = 5.0;
     let model_s_per_image = crops * flops / (peak * 1e9);
     // Decode runs one image per core; the GEMM peak already uses every core.

@@ -126,6 +126,9 @@ pub struct DetectorSettings {
     pub workers: usize,
     /// Learned model directory; empty for none.
     pub model_dir: String,
+    /// The CPU engine's arithmetic: `auto` (bf16 on AMX where the CPU has it, else f32) or
+    /// `f32`.
+    pub precision: String,
 }
 
 /// Policy settings.
@@ -296,6 +299,7 @@ impl Settings {
             .corner
             .parse::<lg_labeler::visible::Corner>()
             .map_err(|e| anyhow::anyhow!("label_assets.corner: {e}"))?;
+        self.precision()?;
         let t = &self.telemetry;
         if !t.otlp_endpoint.is_empty() {
             let ok = url::Url::parse(&t.otlp_endpoint)
@@ -367,12 +371,22 @@ impl Settings {
         if self.detector.model_dir.is_empty() {
             return Ok(d);
         }
-        let m = lg_model::infer::NprDetector::load(
+        let m = lg_model::infer::NprDetector::load_with(
             Path::new(&self.detector.model_dir),
             lg_model::device()?,
+            self.precision()?,
         )
         .with_context(|| format!("detector.model_dir: loading {}", self.detector.model_dir))?;
         Ok(d.with_model(std::sync::Arc::new(m)))
+    }
+
+    /// Parsed `detector.precision`.
+    pub fn precision(&self) -> anyhow::Result<lg_model::cpu::Precision> {
+        match self.detector.precision.as_str() {
+            "auto" => Ok(lg_model::cpu::Precision::auto()),
+            "f32" => Ok(lg_model::cpu::Precision::F32),
+            other => bail!("detector.precision: {other:?} is not \"auto\" or \"f32\""),
+        }
     }
 
     /// The score cache, when `cache.path` is set.
@@ -494,6 +508,7 @@ mod tests {
                 "[telemetry]\notlp_sample_ratio = 1.5\n",
                 "telemetry.otlp_sample_ratio",
             ),
+            ("[detector]\nprecision = \"fp16\"\n", "detector.precision"),
             (
                 "[telemetry]\nservice_name = \" \"\n",
                 "telemetry.service_name",

@@ -165,6 +165,7 @@ pub fn eval(data_dir: &Path, model_dir: &Path, report: Option<&Path>) -> anyhow:
     let det = lg_model::infer::NprDetector::load(model_dir, lg_model::device()?)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let samples = data::list(data_dir)?;
+    println!("engine: {}", det.kernel());
     let r = eval::evaluate(&det, &samples);
     let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.4}"));
     for (name, m) in [("clean", &r.clean), ("jpeg75+0.5x", &r.robust_jpeg75_half)] {

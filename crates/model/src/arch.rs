@@ -89,7 +89,7 @@ impl ConvBn {
     }
 
     /// The folded convolution in the CPU engine's layout.
-    fn to_cpu(&self) -> Result<crate::cpu::Conv> {
+    fn to_cpu(&self, precision: crate::cpu::Precision) -> Result<crate::cpu::Conv> {
         let ConvBn::Folded(c) = self else {
             candle_core::bail!("only a folded network converts to the CPU engine")
         };
@@ -104,6 +104,7 @@ impl ConvBn {
             bias,
             (cout, cin, k),
             c.config().stride,
+            precision,
         ))
     }
 
@@ -209,17 +210,22 @@ impl Npr {
         Self::build(vb, true)
     }
 
-    /// The same folded network for the CPU engine ([`crate::cpu`]); fails on a trainable graph.
-    pub fn to_cpu(&self) -> Result<crate::cpu::CpuNpr> {
+    /// The same folded network for the CPU engine ([`crate::cpu`]) at `precision`; fails on a
+    /// trainable graph.
+    pub fn to_cpu(&self, precision: crate::cpu::Precision) -> Result<crate::cpu::CpuNpr> {
         let blocks = self
             .blocks
             .iter()
             .map(|b| {
                 Ok(crate::cpu::Block {
-                    c1: b.c1.to_cpu()?,
-                    c2: b.c2.to_cpu()?,
-                    c3: b.c3.to_cpu()?,
-                    downsample: b.downsample.as_ref().map(ConvBn::to_cpu).transpose()?,
+                    c1: b.c1.to_cpu(precision)?,
+                    c2: b.c2.to_cpu(precision)?,
+                    c3: b.c3.to_cpu(precision)?,
+                    downsample: b
+                        .downsample
+                        .as_ref()
+                        .map(|d| d.to_cpu(precision))
+                        .transpose()?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -228,7 +234,7 @@ impl Npr {
             None => 0.0,
         };
         Ok(crate::cpu::CpuNpr::new(
-            self.stem.to_cpu()?,
+            self.stem.to_cpu(precision)?,
             blocks,
             self.fc.weight().flatten_all()?.to_vec1()?,
             fc_bias,
@@ -396,7 +402,7 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let engine = folded.to_cpu().unwrap();
+        let engine = folded.to_cpu(crate::cpu::Precision::F32).unwrap();
         let cpu = engine.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
         // One image alone takes the other schedule (layers split across threads); same logit.
         let one = engine.forward(&crate::cpu::Nhwc::new(
@@ -418,8 +424,18 @@ mod tests {
                 "cpu {cpu:?} vs candle {b:?}"
             );
         }
+        // In bf16 (on AMX; f32 where the CPU has none) the logits move by the inputs' rounding
+        // only.
+        let bf = folded.to_cpu(crate::cpu::Precision::Bf16).unwrap();
+        let low = bf.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
+        for (l, f) in low.iter().zip(&b) {
+            assert!(
+                (l - f).abs() < 2e-2 * f.abs().max(1.0),
+                "bf16 {low:?} vs candle {b:?}"
+            );
+        }
         assert!(
-            net.to_cpu().is_err(),
+            net.to_cpu(crate::cpu::Precision::F32).is_err(),
             "a trainable graph has no folded weights"
         );
     }

@@ -11,13 +11,15 @@
 //! - the output tile is pre-filled with the bias (plus the residual branch for a bottleneck's last
 //!   convolution), the GEMM accumulates into it, and ReLU runs on it while it is still hot.
 //!
-//! The product itself is [`crate::cpu_kernel`]'s (an AVX-512 kernel where the CPU has it).
+//! The product itself is [`crate::cpu_kernel`]'s: bf16 on the AMX tile unit where the CPU has
+//! one and [`Precision::Bf16`] is asked for, else f32 (an AVX-512 kernel where the CPU has it).
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.
 
 use rayon::prelude::*;
 
+pub use crate::cpu_kernel::Precision;
 use crate::cpu_kernel::{matmul_fused, Epilogue, PackedB};
 
 /// Activations in NHWC order, contiguous.
@@ -124,12 +126,14 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// From PyTorch/candle layout: `weight` is `(cout, cin, k, k)` flattened.
+    /// From PyTorch/candle layout: `weight` is `(cout, cin, k, k)` flattened; the GEMM runs at
+    /// `precision`.
     pub fn from_oihw(
         weight: &[f32],
         bias: Vec<f32>,
         (cout, cin, k): (usize, usize, usize),
         stride: usize,
+        precision: Precision,
     ) -> Self {
         assert_eq!(weight.len(), cout * cin * k * k, "weight length");
         assert_eq!(bias.len(), cout, "bias length");
@@ -149,7 +153,7 @@ impl Conv {
             stride,
             cin,
             cout,
-            weight: PackedB::new(w, k * k * cin, cout),
+            weight: PackedB::new(w, k * k * cin, cout, precision),
             bias,
         }
     }
@@ -434,7 +438,7 @@ mod tests {
             let x = Nhwc::new(ramp(2 * h * w * cin, 7), 2, h, w, cin);
             let wt = ramp(cout * cin * k * k, 3);
             let bias = ramp(cout, 11);
-            let conv = Conv::from_oihw(&wt, bias.clone(), (cout, cin, k), s);
+            let conv = Conv::from_oihw(&wt, bias.clone(), (cout, cin, k), s, Precision::F32);
             let want = reference_conv(&x, &wt, &bias, k, s);
             let res = ramp(want.data.len(), 5);
             let pool = Pool::default();

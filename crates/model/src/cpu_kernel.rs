@@ -1,12 +1,17 @@
 //! The CPU engine's matrix product: `C[m×n] += A[m×k] · B[k×n]` (row-major), with an optional
 //! ReLU applied as `C` is written back.
 //!
-//! On x86-64 with AVX-512F an own register-blocked kernel runs: `B` (the weights) is packed once
-//! at load time into panels of 32 columns, each 12-row block of `A` is multiplied against one
-//! panel slice of at most `KC` depth (32 KiB, stays in L1) with 24 accumulator registers, and the
-//! ReLU is applied on the final store. The `gemm` crate's stable build only has AVX2 kernels,
-//! which leave half of such a CPU's floating-point width unused. Everywhere else (no AVX-512, or
-//! `n` not a multiple of 32) the `gemm` crate does the work.
+//! Three kernels, chosen when the weights are packed ([`PackedB::new`]):
+//! - **AMX-BF16** ([`Precision::Bf16`], on CPUs with Intel AMX): `B` is packed once into bf16
+//!   tiles of 32 deep × 16 columns, `A` is rounded to bf16 per call, and `tdpbf16ps` multiplies
+//!   16×32 by 32×16 tiles into f32 accumulators (2×2 tiles of output at a time). The sums stay
+//!   f32; only the inputs lose precision (8 mantissa bits, relative error ≤ 2⁻⁹ each).
+//! - **AVX-512F** (f32): `B` is packed into panels of 32 columns, each 12-row block of `A` is
+//!   multiplied against one panel slice of at most `KC` depth (32 KiB, stays in L1) with 24
+//!   accumulator registers, and the ReLU is applied on the final store. The `gemm` crate's
+//!   stable build only has AVX2 kernels, which leave half of such a CPU's floating-point width
+//!   unused.
+//! - everywhere else (no AVX-512, or `n` not a multiple of 32) the `gemm` crate (f32).
 
 /// Columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
@@ -15,7 +20,49 @@ const MR: usize = 12;
 /// Depth per pass over a panel: `KC × NR` floats = 32 KiB.
 const KC: usize = 256;
 
-/// Weights prepared for [`matmul_acc`].
+/// The arithmetic of the engine's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 inputs and sums (AVX-512F kernel or the `gemm` crate).
+    F32,
+    /// bf16 inputs, f32 sums, on the AMX tile unit where the CPU has one; f32 elsewhere.
+    Bf16,
+}
+
+impl Precision {
+    /// The fastest this machine offers: bf16 on AMX where available, unless
+    /// `LISTING_GUARD_NO_AMX` is set; f32 otherwise.
+    pub fn auto() -> Self {
+        if amx_available() && std::env::var_os("LISTING_GUARD_NO_AMX").is_none() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// The kernel this precision runs on here: `amx-bf16`, `avx512-f32` or `gemm-f32`.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Precision::Bf16 if amx_available() => "amx-bf16",
+            _ if avx512() => "avx512-f32",
+            _ => "gemm-f32",
+        }
+    }
+}
+
+/// Whether the AMX-BF16 kernel can run (the CPU has it and the kernel let this process use it).
+pub(crate) fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Weights prepared for [`matmul_fused`].
 #[derive(Debug, Clone)]
 pub(crate) struct PackedB {
     k: usize,
@@ -24,12 +71,22 @@ pub(crate) struct PackedB {
     plain: Vec<f32>,
     /// `[n / NR][k][NR]` when the AVX-512 kernel applies.
     panels: Option<Vec<f32>>,
+    /// bf16 tiles (see `amx::pack`) when the AMX kernel applies.
+    tiles: Option<Vec<u16>>,
 }
 
 impl PackedB {
-    pub(crate) fn new(plain: Vec<f32>, k: usize, n: usize) -> Self {
+    pub(crate) fn new(plain: Vec<f32>, k: usize, n: usize, precision: Precision) -> Self {
         assert_eq!(plain.len(), k * n, "k × n weights");
-        let panels = (avx512() && n.is_multiple_of(NR)).then(|| {
+        #[cfg(target_arch = "x86_64")]
+        let tiles =
+            (precision == Precision::Bf16 && amx::available()).then(|| amx::pack(&plain, k, n));
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiles = {
+            let _ = precision;
+            None
+        };
+        let panels = (tiles.is_none() && avx512() && n.is_multiple_of(NR)).then(|| {
             let mut p = Vec::with_capacity(k * n);
             for panel in 0..n / NR {
                 for row in plain.chunks_exact(n) {
@@ -43,6 +100,7 @@ impl PackedB {
             n,
             plain,
             panels,
+            tiles,
         }
     }
 }
@@ -59,12 +117,13 @@ fn avx512() -> bool {
     }
 }
 
-/// The engine's f32 matrix-product rate on this machine, in GFLOP/s: `threads` threads each
-/// multiplying 1024×256 by 256×1024 (the shape class of the network's 1×1 convolutions) for
-/// about `seconds`. The physical ceiling the model's FLOPs are measured against.
-pub fn peak_gflops(threads: usize, seconds: f64) -> f64 {
+/// The engine's matrix-product rate on this machine at `precision`, in GFLOP/s: `threads`
+/// threads each multiplying 1024×256 by 256×1024 (the shape class of the network's 1×1
+/// convolutions) for about `seconds`. The physical ceiling the model's FLOPs are measured
+/// against.
+pub fn peak_gflops(threads: usize, seconds: f64, precision: Precision) -> f64 {
     let (m, k, n) = (1024usize, 256usize, 1024usize);
-    let b = PackedB::new(vec![0.5; k * n], k, n);
+    let b = PackedB::new(vec![0.5; k * n], k, n, precision);
     let bias = vec![0.0; n];
     let lhs = vec![1.0; m * k];
     let e = Epilogue {
@@ -112,6 +171,17 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     let (k, n) = (b.k, b.n);
     assert!(dst.len() == m * n && lhs.len() == m * k, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
+    #[cfg(target_arch = "x86_64")]
+    if let Some(tiles) = &b.tiles {
+        // SAFETY: `tiles` exists only when `amx::available()` saw the CPU's AMX-BF16 and got the
+        // kernel's permission for this process; the shapes were checked above and
+        // `amx::matmul` indexes only inside them.
+        #[allow(unsafe_code)]
+        unsafe {
+            amx::matmul(dst, lhs, tiles, (m, n, k), e)
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(panels) = &b.panels {
         // SAFETY: `panels` exists only when AVX-512F was detected at run time; the shapes were
@@ -311,46 +381,388 @@ mod x86 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod amx {
+    //! The AMX-BF16 kernel. Tiles are 16 rows × 64 bytes: an `A` tile is 16 rows × 32 bf16
+    //! (depth), a `B` tile 16 depth pairs × 16 columns × 2 bf16 (the pairs interleaved, as
+    //! `tdpbf16ps` wants them), a `C` tile 16 × 16 f32. Registers: `tmm0..3` accumulate a 32×32
+    //! block of `C`, `tmm4/5` hold two `A` tiles, `tmm6/7` two `B` tiles.
+    use super::Epilogue;
+    use std::arch::asm;
+    use std::cell::RefCell;
+    use std::sync::OnceLock;
 
-    #[test]
-    fn matches_the_definition_across_block_edges() {
-        // m not a multiple of MR, k across two KC passes, n one and several panels, and an n the
-        // packed kernel does not take.
-        for (m, n, k) in [(29, 64, 300), (12, 32, 27), (5, 96, 7), (17, 20, 33)] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let w: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 40.0)
-                .collect();
-            let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-            let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
-            let b = PackedB::new(w.clone(), k, n);
-            for (relu, residual) in [(false, None), (true, Some(&res[..]))] {
-                let mut got = vec![f32::NAN; m * n];
-                let e = Epilogue {
-                    bias: &bias,
-                    residual,
-                    relu,
-                };
-                matmul_fused(&mut got, &a, &b, m, e);
-                for r in 0..m {
-                    for c in 0..n {
-                        let mut want = bias[c] + residual.map_or(0.0, |x| x[r * n + c]);
-                        for i in 0..k {
-                            want += a[r * k + i] * w[i * n + c];
+    /// Depth per tile (bf16 values per `A` row).
+    const TK: usize = 32;
+    /// Rows (of `A` and `C`) and columns (of `B` and `C`) per tile.
+    const T: usize = 16;
+    /// bf16 values per tile.
+    const TILE: usize = T * TK;
+
+    /// Linux: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)` lets this process use the
+    /// tile data registers (the kernel refuses the instructions until then).
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+
+    /// CPUID leaf 7 says AMX-TILE and AMX-BF16, and the kernel granted the tile state.
+    pub(super) fn available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
+            // SAFETY: CPUID is available on every x86-64 CPU; leaf 7 exists where leaf 0 says so.
+            #[allow(unused_unsafe)]
+            let (max_leaf, edx) = unsafe {
+                let max = std::arch::x86_64::__cpuid(0).eax;
+                (max, std::arch::x86_64::__cpuid_count(7, 0).edx)
+            };
+            let (tile, bf16) = (edx & (1 << 24) != 0, edx & (1 << 22) != 0);
+            max_leaf >= 7 && tile && bf16 && request_tile_permission()
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn request_tile_permission() -> bool {
+        // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only changes this process's permitted
+        // XSAVE features; it reads and writes no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            )
+        };
+        r == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_tile_permission() -> bool {
+        false
+    }
+
+    /// f32 → bf16, rounding to nearest even (NaN stays a quiet NaN).
+    #[inline]
+    pub(super) fn bf16(x: f32) -> u16 {
+        let b = x.to_bits();
+        if x.is_nan() {
+            return ((b >> 16) | 0x40) as u16;
+        }
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+
+    /// `n` rounded up to a multiple of `m`.
+    fn up(n: usize, m: usize) -> usize {
+        n.div_ceil(m) * m
+    }
+
+    /// The row-major `k × n` weights as bf16 `B` tiles, zero-padded to a depth of a multiple of
+    /// 32 and a width of a multiple of 32: tile `(j, t)` (columns `16j..`, depth `32t..`) at
+    /// `(j · KT + t) · 512`, its row `p` holding `[B[32t+2p][16j+c], B[32t+2p+1][16j+c]]` for
+    /// each column `c`.
+    pub(super) fn pack(plain: &[f32], k: usize, n: usize) -> Vec<u16> {
+        let (kt, nb) = (up(k, TK) / TK, up(n, 2 * T) / T);
+        let mut out = Vec::with_capacity(nb * kt * TILE);
+        for j in 0..nb {
+            for t in 0..kt {
+                for p in 0..T {
+                    for c in 0..T {
+                        for q in 0..2 {
+                            let (kk, col) = (t * TK + 2 * p + q, j * T + c);
+                            let v = if kk < k && col < n {
+                                plain[kk * n + col]
+                            } else {
+                                0.0
+                            };
+                            out.push(bf16(v));
                         }
-                        if relu {
-                            want = want.max(0.0);
-                        }
-                        let g = got[r * n + c];
-                        assert!((g - want).abs() < 1e-3 * want.abs().max(1.0), "{m}x{n}x{k}");
                     }
                 }
             }
         }
+        out
+    }
+
+    thread_local! {
+        /// Each thread's `A` in bf16, rows and depth zero-padded to multiples of 32.
+        static A16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    impl TileConfig {
+        fn new() -> Self {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            for t in 0..8 {
+                c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+                c[48 + t] = T as u8; // rows
+            }
+            Self(c)
+        }
+    }
+
+    /// # Safety
+    /// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
+    /// `tiles` must be [`pack`]'s output for `k × n`, and the epilogue's slices `n` and `m×n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul(
+        dst: &mut [f32],
+        lhs: &[f32],
+        tiles: &[u16],
+        (m, n, k): (usize, usize, usize),
+        e: Epilogue<'_>,
+    ) {
+        let (kp, mp, np) = (up(k, TK), up(m, 2 * T), up(n, 2 * T));
+        let kt = kp / TK;
+        debug_assert_eq!(tiles.len(), (np / T) * kt * TILE);
+        A16.with_borrow_mut(|a16| {
+            if a16.len() < mp * kp {
+                a16.resize(mp * kp, 0);
+            }
+            // Every value the tiles read is written: the rows, their depth padding, and the
+            // padding rows.
+            let a16 = &mut a16[..mp * kp];
+            let (rows, pad_rows) = a16.split_at_mut(m * kp);
+            for (row, out) in lhs.chunks_exact(k).zip(rows.chunks_exact_mut(kp)) {
+                let (vals, pad) = out.split_at_mut(k);
+                // SAFETY: the caller guarantees AVX-512F; `to_bf16` checks for AVX512-BF16.
+                unsafe { to_bf16(row, vals) };
+                pad.fill(0);
+            }
+            pad_rows.fill(0);
+            let cfg = TileConfig::new();
+            let mut acc = [0f32; 4 * T * T];
+            let (sa, sb, sc) = (kp * 2, 64usize, 2 * T * 4);
+            // SAFETY: the configuration is a valid palette-1 layout; every tile load below reads
+            // 16 rows of 64 bytes inside `a16` (mp × kp) or `tiles` (one packed tile), and each
+            // store writes 16 rows of 64 bytes inside `acc` (32 × 32 f32).
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+                for jb in (0..np / T).step_by(2) {
+                    let (b0, b1) = (
+                        tiles.as_ptr().add(jb * kt * TILE),
+                        tiles.as_ptr().add((jb + 1) * kt * TILE),
+                    );
+                    for ib in (0..mp / T).step_by(2) {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                        let a0 = a16.as_ptr().add(ib * T * kp);
+                        let a1 = a0.add(T * kp);
+                        for t in 0..kt {
+                            asm!(
+                                "tileloadd tmm4, [{a0} + {sa}*1]",
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tileloadd tmm6, [{b0} + {sb}*1]",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a0 = in(reg) a0.add(t * TK),
+                                a1 = in(reg) a1.add(t * TK),
+                                b0 = in(reg) b0.add(t * TILE),
+                                b1 = in(reg) b1.add(t * TILE),
+                                sa = in(reg) sa,
+                                sb = in(reg) sb,
+                                options(nostack, readonly)
+                            );
+                        }
+                        let c = acc.as_mut_ptr();
+                        asm!(
+                            "tilestored [{c0} + {sc}*1], tmm0",
+                            "tilestored [{c1} + {sc}*1], tmm1",
+                            "tilestored [{c2} + {sc}*1], tmm2",
+                            "tilestored [{c3} + {sc}*1], tmm3",
+                            c0 = in(reg) c,
+                            c1 = in(reg) c.add(T),
+                            c2 = in(reg) c.add(T * 2 * T),
+                            c3 = in(reg) c.add(T * 2 * T + T),
+                            sc = in(reg) sc,
+                            options(nostack)
+                        );
+                        write_block(dst, &acc, (ib * T, jb * T), (m, n), e);
+                    }
+                }
+                asm!("tilerelease", options(nostack, nomem));
+            }
+        });
+    }
+
+    /// `out[i] = bf16(src[i])`: 16 at a time with AVX512-BF16's `vcvtneps2bf16` where the CPU has
+    /// it (every CPU with AMX-BF16 so far; it rounds to nearest even, as [`bf16`] does, and
+    /// treats subnormal inputs as zero), else one by one.
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn to_bf16(src: &[f32], out: &mut [u16]) {
+        debug_assert_eq!(src.len(), out.len());
+        static BF16_INSNS: OnceLock<bool> = OnceLock::new();
+        let fast = *BF16_INSNS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"));
+        let mut done = 0;
+        if fast {
+            use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+            while done + 16 <= src.len() {
+                // SAFETY: 16 floats are read at `done` and 16 u16 written there, inside both
+                // slices; AVX512-BF16 was detected.
+                unsafe {
+                    let v = _mm512_loadu_ps(src.as_ptr().add(done));
+                    let h: __m256i = std::mem::transmute(cvt(v));
+                    _mm256_storeu_si256(out.as_mut_ptr().add(done).cast(), h);
+                }
+                done += 16;
+            }
+            #[target_feature(enable = "avx512bf16,avx512f")]
+            unsafe fn cvt(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256bh {
+                _mm512_cvtneps_pbh(v)
+            }
+        }
+        for (o, &v) in out[done..].iter_mut().zip(&src[done..]) {
+            *o = bf16(v);
+        }
+    }
+
+    /// `dst[r0.., c0..]` (the part of the 32×32 block inside `m × n`) = act(acc + bias +
+    /// residual).
+    #[inline]
+    fn write_block(
+        dst: &mut [f32],
+        acc: &[f32; 4 * T * T],
+        (r0, c0): (usize, usize),
+        (m, n): (usize, usize),
+        e: Epilogue<'_>,
+    ) {
+        let cols = (2 * T).min(n - c0);
+        for r in 0..(2 * T).min(m - r0) {
+            let at = (r0 + r) * n + c0;
+            let out = &mut dst[at..at + cols];
+            let sums = &acc[r * 2 * T..][..cols];
+            let bias = &e.bias[c0..c0 + cols];
+            match e.residual {
+                Some(res) => {
+                    let res = &res[at..at + cols];
+                    for (((o, s), b), x) in out.iter_mut().zip(sums).zip(bias).zip(res) {
+                        *o = s + b + x;
+                    }
+                }
+                None => {
+                    for ((o, s), b) in out.iter_mut().zip(sums).zip(bias) {
+                        *o = s + b;
+                    }
+                }
+            }
+            if e.relu {
+                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::bf16;
+
+        #[test]
+        fn bf16_rounds_to_nearest_even() {
+            let back = |h: u16| f32::from_bits(u32::from(h) << 16);
+            for (x, want) in [
+                (1.0f32, 1.0f32),
+                (-2.5, -2.5),
+                (0.0, 0.0),
+                (f32::from_bits(0x3f80_8000), 1.0), // a tie: down to even
+                (f32::from_bits(0x3f81_8000), f32::from_bits(0x3f82_0000)), // a tie: up to even
+                (f32::from_bits(0x3f80_8001), f32::from_bits(0x3f81_0000)),
+            ] {
+                assert_eq!(back(bf16(x)), want, "{x}");
+            }
+            assert!(back(bf16(f32::NAN)).is_nan());
+            assert_eq!(back(bf16(f32::INFINITY)), f32::INFINITY);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value the kernel multiplies: `x` itself in f32, rounded to bf16 on the AMX kernel.
+    fn as_multiplied(x: f32, precision: Precision) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if precision.kernel() == "amx-bf16" {
+            return f32::from_bits(u32::from(amx::bf16(x)) << 16);
+        }
+        let _ = precision;
+        x
+    }
+
+    #[test]
+    fn matches_the_definition_across_block_edges() {
+        // m not a multiple of MR nor of the tiles' 32 rows, k across two KC passes and not a
+        // multiple of the tiles' depth, n one and several panels, and n the f32 packed kernel
+        // does not take (and not a multiple of the tiles' 16 columns).
+        for precision in [Precision::F32, Precision::Bf16] {
+            for (m, n, k) in [
+                (29, 64, 300),
+                (12, 32, 27),
+                (5, 96, 7),
+                (17, 20, 33),
+                (70, 48, 64),
+            ] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let w: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 40.0)
+                    .collect();
+                let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+                let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+                let b = PackedB::new(w.clone(), k, n, precision);
+                for (relu, residual) in [(false, None), (true, Some(&res[..]))] {
+                    let mut got = vec![f32::NAN; m * n];
+                    let e = Epilogue {
+                        bias: &bias,
+                        residual,
+                        relu,
+                    };
+                    matmul_fused(&mut got, &a, &b, m, e);
+                    for r in 0..m {
+                        for c in 0..n {
+                            let mut want = bias[c] + residual.map_or(0.0, |x| x[r * n + c]);
+                            for i in 0..k {
+                                want += as_multiplied(a[r * k + i], precision)
+                                    * as_multiplied(w[i * n + c], precision);
+                            }
+                            if relu {
+                                want = want.max(0.0);
+                            }
+                            let g = got[r * n + c];
+                            assert!(
+                                (g - want).abs() < 1e-3 * want.abs().max(1.0),
+                                "{precision:?} {m}x{n}x{k} at ({r}, {c}): {g} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_kernel_named_is_the_one_packed() {
+        let b = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::Bf16);
+        assert_eq!(
+            b.tiles.is_some(),
+            Precision::Bf16.kernel() == "amx-bf16",
+            "{}",
+            Precision::Bf16.kernel()
+        );
+        let f = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::F32);
+        assert!(f.tiles.is_none());
+        assert_ne!(Precision::F32.kernel(), "amx-bf16");
     }
 }

@@ -18,7 +18,7 @@ use lg_events::ModelScore;
 
 use crate::arch::{Npr, DTYPE};
 use crate::card::{ModelCard, ModelLoadError};
-use crate::cpu::{CpuNpr, Nhwc};
+use crate::cpu::{CpuNpr, Nhwc, Precision};
 
 /// Smallest side scored (the network downsamples 16×).
 pub const MIN_SIDE: u32 = 32;
@@ -104,6 +104,8 @@ pub struct NprDetector {
     net: Npr,
     /// The same network for the CPU engine, when running on the CPU.
     cpu: Option<CpuNpr>,
+    /// The CPU engine's arithmetic.
+    precision: Precision,
     card: ModelCard,
     version: String,
     device: Device,
@@ -115,20 +117,47 @@ pub struct NprDetector {
 }
 
 impl NprDetector {
-    /// Loads `dir/model.json` and its weights (hash-checked), folding BatchNorm.
+    /// Loads `dir/model.json` and its weights (hash-checked), folding BatchNorm; on the CPU the
+    /// engine runs at [`Precision::auto`].
     pub fn load(dir: &Path, device: Device) -> Result<Self, ModelLoadError> {
-        let (card, weights) = ModelCard::load(dir)?;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
-        Ok(Self::from_parts(Npr::folded(&vb)?, card, device)?)
+        Self::load_with(dir, device, Precision::auto())
     }
 
-    /// From an already built (folded) network; on the CPU it is converted for the CPU engine.
-    pub fn from_parts(net: Npr, card: ModelCard, device: Device) -> candle_core::Result<Self> {
-        let cpu = device.is_cpu().then(|| net.to_cpu()).transpose()?;
+    /// [`Self::load`] with the CPU engine at `precision`.
+    pub fn load_with(
+        dir: &Path,
+        device: Device,
+        precision: Precision,
+    ) -> Result<Self, ModelLoadError> {
+        let (card, weights) = ModelCard::load(dir)?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
+        Ok(Self::from_parts(
+            Npr::folded(&vb)?,
+            card,
+            device,
+            precision,
+        )?)
+    }
+
+    /// From an already built (folded) network; on the CPU it is converted for the CPU engine at
+    /// `precision`.
+    pub fn from_parts(
+        net: Npr,
+        card: ModelCard,
+        device: Device,
+        precision: Precision,
+    ) -> candle_core::Result<Self> {
+        let cpu = device.is_cpu().then(|| net.to_cpu(precision)).transpose()?;
+        // Another arithmetic gives (slightly) other scores: the version says which.
+        let version = match &cpu {
+            Some(_) if precision.kernel() == "amx-bf16" => format!("{}+bf16", card.version()),
+            _ => card.version(),
+        };
         Ok(Self {
+            precision,
+            version,
             net,
             cpu,
-            version: card.version(),
             card,
             device,
             max_batch: 32,
@@ -147,6 +176,15 @@ impl NprDetector {
                 Tensor::from_vec(logits, n, &self.device)
             }
             None => self.net.forward_t(x, false),
+        }
+    }
+
+    /// The kernel the convolutions run on: the CPU engine's (`amx-bf16`, `avx512-f32`,
+    /// `gemm-f32`), or `candle` on another device.
+    pub fn kernel(&self) -> &'static str {
+        match &self.cpu {
+            Some(_) => self.precision.kernel(),
+            None => "candle",
         }
     }
 

@@ -273,7 +273,8 @@ pub fn fit_and_save(
     };
     // Score the validation split with the folded inference graph, read back from disk.
     card.save(out)?;
-    let det = NprDetector::load(out, device.clone())?;
+    // Calibrated in f32, the reference arithmetic the card describes.
+    let det = NprDetector::load_with(out, device.clone(), crate::cpu::Precision::F32)?;
     let imgs: Vec<DynamicImage> = val
         .iter()
         .map(|(i, _)| DynamicImage::ImageRgb8(jpeg_roundtrip(i, 90)))
