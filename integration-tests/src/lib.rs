@@ -654,3 +654,49 @@ pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
+
+/// A sample's key: `name{k="v",...}` with the labels sorted by key and numeric `le` bounds
+/// written as Rust prints the `f64`, so the Prometheus text and an OTLP export compare.
+pub fn sample_key(name: &str, mut labels: Vec<(String, String)>) -> String {
+    for (k, v) in &mut labels {
+        if k == "le" && v != "+Inf" {
+            *v = v
+                .parse::<f64>()
+                .map_or_else(|_| v.clone(), |f| f.to_string());
+        }
+    }
+    labels.sort();
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+/// Every sample of a Prometheus/OpenMetrics text exposition, keyed by [`sample_key`].
+pub fn prometheus_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.strip_suffix('}').expect("label set ends with }");
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").expect("label is k=\"v\"");
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (n, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        out.insert(
+            sample_key(name, labels),
+            value.parse().expect("numeric value"),
+        );
+    }
+    out
+}

@@ -1,18 +1,32 @@
-//! A minimal OTLP/HTTP trace receiver on 127.0.0.1: it answers every POST with 200 and keeps the
-//! decoded `ExportTraceServiceRequest`s, so a test can look at the spans a pipeline exported.
+//! A minimal OTLP/HTTP receiver on 127.0.0.1: it answers every POST with 200 and keeps the
+//! decoded requests (`/v1/traces`: `ExportTraceServiceRequest`, `/v1/metrics`:
+//! `ExportMetricsServiceRequest`), so a test can look at what a pipeline exported.
 
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// One decoded export request.
+#[derive(Debug, Clone)]
+enum Export {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+}
+
+type Store = Arc<Mutex<Vec<(String, Export)>>>;
 
 /// The receiver; it runs until the test's runtime ends.
 pub struct OtlpReceiver {
     /// Its base URL (what `telemetry.otlp_endpoint` takes).
     pub endpoint: String,
-    requests: Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>,
+    requests: Store,
 }
 
 impl OtlpReceiver {
@@ -20,7 +34,7 @@ impl OtlpReceiver {
     pub async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests = Store::default();
         let store = Arc::clone(&requests);
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
@@ -44,15 +58,9 @@ impl OtlpReceiver {
         let r = self.requests.lock().unwrap();
         let mut out = Vec::new();
         for (_, req) in r.iter() {
+            let Export::Traces(req) = req else { continue };
             for rs in &req.resource_spans {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|kv| kv.key == "service.name")
-                    .and_then(|kv| kv.value.as_ref())
-                    .map(|v| format!("{:?}", v.value))
-                    .unwrap_or_default();
+                let service = service_name(rs.resource.as_ref());
                 for ss in &rs.scope_spans {
                     out.extend(ss.spans.iter().map(|s| (service.clone(), s.clone())));
                 }
@@ -60,13 +68,48 @@ impl OtlpReceiver {
         }
         out
     }
+
+    /// The metric export requests received, in order, each as its resource's `service.name`
+    /// and its metrics.
+    pub fn metric_exports(&self) -> Vec<(String, Vec<Metric>)> {
+        let r = self.requests.lock().unwrap();
+        let mut out = Vec::new();
+        for (_, req) in r.iter() {
+            let Export::Metrics(req) = req else { continue };
+            for rm in &req.resource_metrics {
+                let metrics = rm
+                    .scope_metrics
+                    .iter()
+                    .flat_map(|s| s.metrics.iter().cloned())
+                    .collect();
+                out.push((service_name(rm.resource.as_ref()), metrics));
+            }
+        }
+        out
+    }
+}
+
+fn service_name(resource: Option<&Resource>) -> String {
+    resource
+        .iter()
+        .flat_map(|r| &r.attributes)
+        .find(|kv| kv.key == "service.name")
+        .map(attribute_text)
+        .unwrap_or_default()
+}
+
+/// A string attribute's value, or the debug form of any other.
+pub fn attribute_text(kv: &KeyValue) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Reads HTTP/1.1 requests with a `Content-Length` body off one connection (keep-alive).
-async fn serve(
-    sock: tokio::net::TcpStream,
-    store: Arc<Mutex<Vec<(String, ExportTraceServiceRequest)>>>,
-) -> std::io::Result<()> {
+async fn serve(sock: tokio::net::TcpStream, store: Store) -> std::io::Result<()> {
     let mut r = BufReader::new(sock);
     loop {
         let mut request_line = String::new();
@@ -94,16 +137,93 @@ async fn serve(
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
-        let status = match ExportTraceServiceRequest::decode(body.as_slice()) {
-            Ok(req) => {
+        let decoded = match path.as_str() {
+            "/v1/traces" => ExportTraceServiceRequest::decode(body.as_slice())
+                .ok()
+                .map(Export::Traces),
+            "/v1/metrics" => ExportMetricsServiceRequest::decode(body.as_slice())
+                .ok()
+                .map(Export::Metrics),
+            _ => None,
+        };
+        let status = match decoded {
+            Some(req) => {
                 store.lock().unwrap().push((path, req));
                 "200 OK"
             }
-            Err(_) => "400 Bad Request",
+            None => "400 Bad Request",
         };
         let reply = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
         );
         r.get_mut().write_all(reply.as_bytes()).await?;
     }
+}
+
+/// Every sample of `metrics` as the Prometheus text format names it, keyed as
+/// [`crate::prometheus_samples`] keys them: sums as `<name>_total`, histograms as cumulative
+/// `<name>_bucket{le}` (with `+Inf`), `<name>_sum` and `<name>_count`, gauges as `<name>`.
+pub fn prometheus_view(metrics: &[Metric]) -> std::collections::BTreeMap<String, f64> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+    let labels = |attrs: &[KeyValue]| -> Vec<(String, String)> {
+        attrs
+            .iter()
+            .map(|kv| (kv.key.clone(), attribute_text(kv)))
+            .collect()
+    };
+    let number = |v: Option<Value>| match v {
+        Some(Value::AsInt(i)) => i as f64,
+        Some(Value::AsDouble(d)) => d,
+        None => f64::NAN,
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for m in metrics {
+        match &m.data {
+            Some(Data::Sum(s)) => {
+                for p in &s.data_points {
+                    let key =
+                        crate::sample_key(&format!("{}_total", m.name), labels(&p.attributes));
+                    out.insert(key, number(p.value));
+                }
+            }
+            Some(Data::Gauge(g)) => {
+                for p in &g.data_points {
+                    out.insert(
+                        crate::sample_key(&m.name, labels(&p.attributes)),
+                        number(p.value),
+                    );
+                }
+            }
+            Some(Data::Histogram(h)) => {
+                for p in &h.data_points {
+                    let l = labels(&p.attributes);
+                    let mut cumulative = 0u64;
+                    for (i, c) in p.bucket_counts.iter().enumerate() {
+                        cumulative += c;
+                        let le = p
+                            .explicit_bounds
+                            .get(i)
+                            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+                        let mut bl = l.clone();
+                        bl.push(("le".into(), le));
+                        out.insert(
+                            crate::sample_key(&format!("{}_bucket", m.name), bl),
+                            cumulative as f64,
+                        );
+                    }
+                    out.insert(
+                        crate::sample_key(&format!("{}_count", m.name), l.clone()),
+                        p.count as f64,
+                    );
+                    out.insert(
+                        crate::sample_key(&format!("{}_sum", m.name), l),
+                        p.sum.unwrap_or(f64::NAN),
+                    );
+                }
+            }
+            other => panic!("{}: unexpected metric data {other:?}", m.name),
+        }
+    }
+    out
 }

@@ -1,5 +1,6 @@
-//! The telemetry server of a running pipeline: liveness, readiness and the Prometheus scrape
-//! endpoint, whose counters match what reached the output topics.
+//! The telemetry of a running pipeline: liveness, readiness and the Prometheus scrape endpoint,
+//! whose counters match what reached the output topics; the same metrics pushed over OTLP; and
+//! spans over OTLP that continue each input's trace.
 
 use std::time::Duration;
 
@@ -28,9 +29,24 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
     produce_all(&topics.input, &records).await;
 
     let addr = format!("127.0.0.1:{}", closed_port());
+    let otlp = integration_tests::otlp::OtlpReceiver::start().await;
     let pipeline = start_pipeline_with(
         &topics,
-        &[("LISTING_GUARD__TELEMETRY__LISTEN", addr.clone())],
+        &[
+            ("LISTING_GUARD__TELEMETRY__LISTEN", addr.clone()),
+            (
+                "LISTING_GUARD__TELEMETRY__OTLP_ENDPOINT",
+                otlp.endpoint.clone(),
+            ),
+            (
+                "LISTING_GUARD__TELEMETRY__OTLP_METRICS_INTERVAL_MS",
+                "200".into(),
+            ),
+            (
+                "LISTING_GUARD__TELEMETRY__SERVICE_NAME",
+                "lg-metrics-test".into(),
+            ),
+        ],
     );
     wait_for_status(&addr, "/healthz", 200, Duration::from_secs(30)).await;
     let mut collector = Collector::new(&topics);
@@ -55,6 +71,23 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The consumer lag is pushed as a gauge per assigned partition (librdkafka's statistics come
+    // every 2 s).
+    let lag_pushed = |otlp: &integration_tests::otlp::OtlpReceiver| {
+        otlp.metric_exports().iter().any(|(_, metrics)| {
+            integration_tests::otlp::prometheus_view(metrics)
+                .keys()
+                .any(|k| k.starts_with("lg_consumer_lag{") && k.contains(&topics.input))
+        })
+    };
+    for _ in 0..100 {
+        if lag_pushed(&otlp) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(lag_pushed(&otlp), "no lg_consumer_lag for {}", topics.input);
+    // A clean exit pushes the metrics once more.
     pipeline.terminate();
 
     assert_eq!(
@@ -100,6 +133,60 @@ async fn metrics_count_what_was_produced_and_probes_answer() {
         assert!(metric(&text, &key).unwrap_or(0.0) > 0.0, "{key}: {text}");
     }
     assert!(!text.contains("tel-"), "no event or listing ids as labels");
+
+    // The push view: the last OTLP export (at exit) holds exactly the scrape's samples, the
+    // consumer lag (a moment's reading) aside. Sums are cumulative and monotonic.
+    let exports = otlp.metric_exports();
+    assert!(exports.len() >= 2, "periodic pushes and one at exit");
+    assert!(
+        otlp.paths()
+            .iter()
+            .all(|p| p == "/v1/metrics" || p == "/v1/traces"),
+        "{:?}",
+        otlp.paths()
+    );
+    let (service, last) = exports.last().unwrap();
+    assert_eq!(service, "lg-metrics-test");
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    for m in last {
+        match &m.data {
+            Some(Data::Sum(s)) => {
+                assert!(s.is_monotonic, "{}", m.name);
+                assert_eq!(s.aggregation_temporality, 2, "{}: cumulative", m.name);
+            }
+            Some(Data::Histogram(h)) => {
+                assert_eq!(h.aggregation_temporality, 2, "{}: cumulative", m.name)
+            }
+            _ => {}
+        }
+    }
+    let not_lag = |k: &String| !k.starts_with("lg_consumer_lag{");
+    let pushed: std::collections::BTreeMap<_, _> = integration_tests::otlp::prometheus_view(last)
+        .into_iter()
+        .filter(|(k, _)| not_lag(k))
+        .collect();
+    let scraped: std::collections::BTreeMap<_, _> = prometheus_samples(&text)
+        .into_iter()
+        .filter(|(k, _)| not_lag(k))
+        .collect();
+    assert_eq!(
+        pushed.keys().collect::<Vec<_>>(),
+        scraped.keys().collect::<Vec<_>>(),
+        "the same series in both views"
+    );
+    for (k, v) in &scraped {
+        let p = pushed[k];
+        // Float sums (stage seconds) may add in another order.
+        assert!(
+            (p - v).abs() <= 1e-9 * v.abs().max(1.0),
+            "{k}: pushed {p}, scraped {v}"
+        );
+    }
+    assert_eq!(pushed["lg_records_consumed_total{}"], total);
+    assert_eq!(
+        pushed["lg_decisions_total{action=\"block\",marketplace=\"xianyu\"}"],
+        blocked as f64
+    );
 }
 
 /// A record carrying a W3C `traceparent` header: its decision, its label events and, for a bad
@@ -197,7 +284,7 @@ async fn every_output_continues_the_input_trace() {
     // The exported spans: one `record` span per input, the child of the input's span, whose id
     // is the parent every output names.
     assert!(
-        otlp.paths().iter().all(|p| p == "/v1/traces") && !otlp.paths().is_empty(),
+        otlp.paths().iter().any(|p| p == "/v1/traces"),
         "{:?}",
         otlp.paths()
     );

@@ -195,10 +195,12 @@ pub struct LabelAssetSettings {
 pub struct TelemetrySettings {
     /// Address of the `/healthz`, `/readyz` and `/metrics` server; empty: no server.
     pub listen: String,
-    /// Base URL of an OTLP/HTTP collector for traces; empty: no export.
+    /// Base URL of an OTLP/HTTP collector for traces and metrics; empty: no export.
     pub otlp_endpoint: String,
     /// Fraction of new traces sampled.
     pub otlp_sample_ratio: f64,
+    /// Milliseconds between metric pushes to `otlp_endpoint`; 0: spans only.
+    pub otlp_metrics_interval_ms: u64,
     /// The `service.name` resource attribute.
     pub service_name: String,
 }
@@ -315,6 +317,14 @@ impl Settings {
             bail!(
                 "telemetry.otlp_sample_ratio: {} is not between 0.0 and 1.0",
                 t.otlp_sample_ratio
+            );
+        }
+        if t.otlp_metrics_interval_ms != 0
+            && !(100..=3_600_000).contains(&t.otlp_metrics_interval_ms)
+        {
+            bail!(
+                "telemetry.otlp_metrics_interval_ms: {} is not 0 (off) or between 100 and 3600000",
+                t.otlp_metrics_interval_ms
             );
         }
         if t.service_name.trim().is_empty() {
@@ -509,6 +519,10 @@ mod tests {
                 "telemetry.otlp_sample_ratio",
             ),
             ("[detector]\nprecision = \"fp16\"\n", "detector.precision"),
+            (
+                "[telemetry]\notlp_metrics_interval_ms = 50\n",
+                "telemetry.otlp_metrics_interval_ms",
+            ),
             (
                 "[telemetry]\nservice_name = \" \"\n",
                 "telemetry.service_name",

@@ -92,8 +92,7 @@ async fn run(
             };
             m.stage("crop", Duration::from_nanos(d_crop));
             m.stage("inference", Duration::from_nanos(d_infer));
-            m.batch_size.observe(inputs.len() as f64);
-            m.batch_seconds.observe(started.elapsed().as_secs_f64());
+            m.detector_batch(inputs.len(), started.elapsed());
             for (job, analysis) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(analysis); // the caller may have gone at shutdown
             }

@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => Some(Settings::load(config.as_deref())?),
         _ => None,
     };
-    let _tracing = listing_guard::otel::init(run_settings.as_ref().map(|s| &s.telemetry))?;
+    let _telemetry = listing_guard::otel::init(run_settings.as_ref().map(|s| &s.telemetry))?;
     match cli.command {
         Command::Run { .. } => {
             let settings = run_settings.expect("loaded above");

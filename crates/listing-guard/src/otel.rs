@@ -1,5 +1,6 @@
-//! Logging and OpenTelemetry tracing: the `tracing` subscriber every command installs, with an
-//! OTLP/HTTP span exporter when `telemetry.otlp_endpoint` is set.
+//! Logging and OpenTelemetry: the `tracing` subscriber every command installs, and, when
+//! `telemetry.otlp_endpoint` is set, OTLP/HTTP export of spans and of the metrics (every
+//! `telemetry.otlp_metrics_interval_ms`, cumulative, the same values as `/metrics`).
 //!
 //! The per-record span (see the pipeline) continues the input record's W3C trace: its parent is
 //! the `traceparent` the listing service wrote, and its own span id is what the outputs'
@@ -8,10 +9,12 @@
 
 use anyhow::Context as _;
 use lg_events::trace::TraceParent;
+use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::time::Duration;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -20,26 +23,33 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::TelemetrySettings;
 
-/// Flushes and stops the span exporter when dropped (call it outside any async runtime: the
-/// exporter's HTTP client blocks).
-#[must_use = "dropping the guard stops the span export"]
-pub struct TracingGuard {
+/// Flushes and stops the span and metric exporters when dropped (call it outside any async
+/// runtime: the exporters' HTTP client blocks). The metrics' last values are pushed then.
+#[must_use = "dropping the guard stops the OTLP export"]
+pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
-impl Drop for TracingGuard {
+impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(p) = self.provider.take() {
             if let Err(e) = p.shutdown() {
                 eprintln!("listing-guard: flushing spans at exit failed: {e}");
             }
         }
+        if let Some(m) = self.meters.take() {
+            if let Err(e) = m.shutdown() {
+                eprintln!("listing-guard: pushing the last metrics at exit failed: {e}");
+            }
+        }
     }
 }
 
 /// Installs the global subscriber: human-readable logs on stderr filtered by `LISTING_GUARD_LOG`
-/// (default `info,rdkafka=warn`), and, when `telemetry` names an OTLP endpoint, span export.
-pub fn init(telemetry: Option<&TelemetrySettings>) -> anyhow::Result<TracingGuard> {
+/// (default `info,rdkafka=warn`), and, when `telemetry` names an OTLP endpoint, span export and
+/// metric export (the latter unless `otlp_metrics_interval_ms` is 0).
+pub fn init(telemetry: Option<&TelemetrySettings>) -> anyhow::Result<TelemetryGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LISTING_GUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
     let fmt = tracing_subscriber::fmt::layer()
@@ -73,37 +83,71 @@ pub fn init(telemetry: Option<&TelemetrySettings>) -> anyhow::Result<TracingGuar
         .with(otel)
         .try_init()
         .context("installing the tracing subscriber")?;
+    let mut meters = None;
     if let Some(t) = telemetry.filter(|t| !t.otlp_endpoint.is_empty()) {
-        tracing::info!(endpoint = %traces_url(&t.otlp_endpoint), "exporting spans over OTLP/HTTP");
+        tracing::info!(endpoint = %otlp_url(&t.otlp_endpoint, "traces"), "exporting spans over OTLP/HTTP");
+        if t.otlp_metrics_interval_ms > 0 {
+            let m = meter_provider(t)?;
+            crate::metrics::METRICS.export_to(&m.meter("listing-guard"));
+            tracing::info!(
+                endpoint = %otlp_url(&t.otlp_endpoint, "metrics"),
+                interval_ms = t.otlp_metrics_interval_ms,
+                "exporting metrics over OTLP/HTTP"
+            );
+            meters = Some(m);
+        }
     }
-    Ok(TracingGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
 }
 
-/// `<base>/v1/traces`, as the OTLP/HTTP specification builds it from a base endpoint.
-fn traces_url(base: &str) -> String {
-    format!("{}/v1/traces", base.trim_end_matches('/'))
+/// `<base>/v1/<signal>`, as the OTLP/HTTP specification builds it from a base endpoint.
+fn otlp_url(base: &str, signal: &str) -> String {
+    format!("{}/v1/{signal}", base.trim_end_matches('/'))
 }
 
-fn provider(t: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(traces_url(&t.otlp_endpoint))
-        .with_timeout(Duration::from_secs(5))
-        .build()
-        .context("telemetry.otlp_endpoint: building the OTLP span exporter")?;
-    let resource = opentelemetry_sdk::Resource::builder()
+/// The resource both signals describe: `service.name` and `service.version`.
+fn resource(t: &TelemetrySettings) -> opentelemetry_sdk::Resource {
+    opentelemetry_sdk::Resource::builder()
         .with_service_name(t.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new(
             "service.version",
             env!("CARGO_PKG_VERSION"),
         ))
-        .build();
+        .build()
+}
+
+fn provider(t: &TelemetrySettings) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(otlp_url(&t.otlp_endpoint, "traces"))
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .context("telemetry.otlp_endpoint: building the OTLP span exporter")?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             t.otlp_sample_ratio,
         ))))
-        .with_resource(resource)
+        .with_resource(resource(t))
+        .build())
+}
+
+/// Metrics pushed on their own thread every `otlp_metrics_interval_ms`, with cumulative
+/// temporality (what Prometheus counters are), and once more at shutdown.
+fn meter_provider(t: &TelemetrySettings) -> anyhow::Result<SdkMeterProvider> {
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_endpoint(otlp_url(&t.otlp_endpoint, "metrics"))
+        .with_timeout(Duration::from_secs(5))
+        .with_temporality(opentelemetry_sdk::metrics::Temporality::Cumulative)
+        .build()
+        .context("telemetry.otlp_endpoint: building the OTLP metric exporter")?;
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(Duration::from_millis(t.otlp_metrics_interval_ms))
+        .build();
+    Ok(SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(resource(t))
         .build())
 }
 

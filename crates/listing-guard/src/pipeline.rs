@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::detect_service::DetectorHandle;
-use crate::metrics::{ClassLabels, DecisionLabels, METRICS};
+use crate::metrics::METRICS;
 use crate::process::{InputRecord, Outcome, Processor};
 
 /// Counters of one run.
@@ -97,6 +97,14 @@ pub async fn run(settings: &Settings, shutdown: watch::Receiver<bool>) -> anyhow
         &k.librdkafka,
         shutdown.clone(),
     )?;
+    // Weak: the metrics (a process-wide static) must not keep the consumer open past the run.
+    let lag_of = Arc::downgrade(&consumer);
+    crate::metrics::METRICS.set_lag_source(Arc::new(move || {
+        lag_of
+            .upgrade()
+            .map(|c| rdkafka::consumer::Consumer::context(&*c).lags())
+            .unwrap_or_default()
+    }));
     if !settings.telemetry.listen.is_empty() {
         let addr = crate::telemetry::serve(
             &settings.telemetry.listen,
@@ -186,7 +194,7 @@ async fn drive(
             rec.source.offset,
         );
         shared.stats.lock().expect("stats lock").received += 1;
-        METRICS.consumed.inc();
+        METRICS.consumed();
         let sh = Arc::clone(&shared);
         tasks.spawn(async move {
             handle(&sh, rec).await;
@@ -319,28 +327,16 @@ pub(crate) fn traceparent<M: Message>(msg: &M) -> Option<String> {
 fn count_delivered(outcome: &Outcome, delivered: Delivered, rec: &InputRecord) {
     let dead_class = match (outcome, delivered) {
         (Outcome::Decided(d, _), Delivered::Decision) => {
-            METRICS
-                .decisions
-                .get_or_create(&DecisionLabels {
-                    action: d.action.as_str().to_owned(),
-                    marketplace: d.marketplace.clone(),
-                })
-                .inc();
+            METRICS.decision(d.action.as_str(), &d.marketplace);
             None
         }
         (Outcome::Dead(dl), _) => Some(dl.error_class),
         (Outcome::Decided(..), Delivered::DeadLetter) => Some(DeadLetterClass::OutputRejected),
     };
     if let Some(class) = dead_class {
-        let class = class.as_str().to_owned();
-        METRICS
-            .dead_letters
-            .get_or_create(&ClassLabels { class })
-            .inc();
+        METRICS.dead_letter(class.as_str());
     }
-    METRICS
-        .end_to_end_seconds
-        .observe(rec.received.elapsed().as_secs_f64());
+    METRICS.end_to_end(rec.received.elapsed());
 }
 
 /// What reached the broker for a record.

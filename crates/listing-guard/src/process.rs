@@ -305,12 +305,7 @@ impl Processor {
             Ok(f) => f,
             Err(e) => {
                 let class = e.class();
-                crate::metrics::METRICS
-                    .fetch_errors
-                    .get_or_create(&crate::metrics::ClassLabels {
-                        class: class.clone(),
-                    })
-                    .inc();
+                crate::metrics::METRICS.fetch_error(&class);
                 let failure = ImageFailure {
                     class,
                     message: e.to_string(),

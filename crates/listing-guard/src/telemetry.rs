@@ -8,7 +8,7 @@
 //!   check: a metadata request may be answered from its cache, and its statistics arrive only
 //!   when the consumer is polled.
 //! - `GET /metrics`: every metric of [`crate::metrics`], in the Prometheus/OpenMetrics text
-//!   format; consumer lag is refreshed from librdkafka's latest statistics on each scrape.
+//!   format; consumer lag is read from librdkafka's latest statistics on each scrape.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use axum::Router;
 use lg_ingest::consumer::GuardConsumer;
 use rdkafka::consumer::Consumer;
 
-use crate::metrics::{PartitionLabels, METRICS};
+use crate::metrics::METRICS;
 
 /// What `/readyz` checks.
 #[derive(Clone)]
@@ -99,14 +99,7 @@ fn broker_addr(entry: &str) -> String {
     }
 }
 
-async fn metrics(State(r): State<Ready>) -> impl IntoResponse {
-    METRICS.consumer_lag.clear();
-    for ((topic, partition), lag) in r.consumer.context().lags() {
-        METRICS
-            .consumer_lag
-            .get_or_create(&PartitionLabels { topic, partition })
-            .set(lag);
-    }
+async fn metrics() -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

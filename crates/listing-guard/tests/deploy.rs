@@ -262,7 +262,9 @@ fn compose_runs_kafka_the_pipeline_a_collector_and_prometheus() {
     let targets = format!("{:?}", at(&prom, "scrape_configs"));
     assert!(targets.contains("listing-guard:9464"), "{targets}");
     let otel = yaml("deploy/otel-collector.yaml");
-    assert!(at(&otel, "service.pipelines.metrics").is_mapping());
+    // Metrics arrive pushed over OTLP, as spans do.
+    let metrics_from = format!("{:?}", at(&otel, "service.pipelines.metrics.receivers"));
+    assert!(metrics_from.contains("otlp"), "{metrics_from}");
     assert!(at(&otel, "service.pipelines.traces").is_mapping());
     assert!(at(&otel, "receivers.otlp.protocols.http").is_mapping());
     let example = std::fs::read_to_string(root().join("deploy/config.example.toml")).unwrap();
