@@ -607,7 +607,9 @@ mod amx {
         let fast = *BF16_INSNS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"));
         let mut done = 0;
         if fast {
-            use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+            use std::arch::x86_64::{
+                __m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps,
+            };
             while done + 16 <= src.len() {
                 // SAFETY: 16 floats are read at `done` and 16 u16 written there, inside both
                 // slices; AVX512-BF16 was detected.
