@@ -11,11 +11,14 @@ help: ## List the targets
 demo: ## Run the main job with zero setup (in-process mock Kafka, local image server, sample listings)
 	$(CARGO) run -q -p listing-guard -- demo
 
-test: ## Everything CI runs: format, clippy, unit tests, integration tests against a real broker
+# The integration test binaries, each run by `make test` on a fresh broker database.
+INTEGRATION_TESTS := $(basename $(notdir $(wildcard integration-tests/tests/*.rs)))
+
+test: ## Everything CI runs: format, clippy, unit tests, integration tests against a real broker (each test file on a fresh broker database)
 	$(MAKE) lint
 	$(MAKE) unit
-	$(MAKE) broker-up
-	status=0; $(MAKE) integration || status=$$?; $(MAKE) broker-down; exit $$status
+	$(MAKE) build
+	status=0; for t in $(INTEGRATION_TESTS); do scripts/broker.sh fresh || status=1; $(CARGO) test -p integration-tests --test $$t -- --test-threads=1 --nocapture || status=$$?; done; $(MAKE) broker-down; exit $$status
 
 lint: ## rustfmt check and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,7 @@
 #   scripts/broker.sh install   build tansu 0.6.0 (features dynostore,libsql) into the cache
 #   scripts/broker.sh up        install if needed, start on 127.0.0.1:9092 with sqlite storage, wait
 #   scripts/broker.sh down      stop it
+#   scripts/broker.sh fresh     stop it, delete its sqlite database, start it again
 #
 # The binary is cached outside target/ (LISTING_GUARD_CACHE, default ~/.cache/listing-guard), so
 # `cargo clean` or a fresh clone does not rebuild it. The version is checked before reuse.
@@ -80,9 +81,19 @@ down() {
   fi
 }
 
+# tansu's sqlite database slows the broker as it grows: on a slow 2-core machine the later
+# integration tests timed out behind the earlier ones' data. `make test` starts each test
+# binary on a fresh database.
+fresh() {
+  down
+  rm -f "$STATE"/tansu.db*
+  up
+}
+
 case "${1:-}" in
   install) install ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 install|up|down" >&2; exit 2 ;;
+  fresh) fresh ;;
+  *) echo "usage: $0 install|up|down|fresh" >&2; exit 2 ;;
 esac
