@@ -208,7 +208,7 @@ struct Push {
 }
 
 impl Push {
-    fn new(meter: &Meter, lags: &'static Mutex<Option<LagSource>>) -> Self {
+    fn new(meter: &Meter, lags: Arc<Mutex<Option<LagSource>>>) -> Self {
         let counter = |s: Spec| meter.u64_counter(s.name).with_description(s.help).build();
         let histogram = |s: Spec, unit: &'static str, bounds: Vec<f64>| {
             meter
@@ -237,7 +237,7 @@ impl Push {
                 .i64_observable_gauge(CONSUMER_LAG.name)
                 .with_description(CONSUMER_LAG.help)
                 .with_callback(move |g| {
-                    for ((topic, partition), lag) in current_lags(lags) {
+                    for ((topic, partition), lag) in current_lags(&lags) {
                         g.observe(
                             lag,
                             &[
@@ -261,7 +261,7 @@ fn current_lags(source: &Mutex<Option<LagSource>>) -> Vec<((String, i32), i64)> 
 pub struct Metrics {
     scrape: Scrape,
     push: OnceLock<Push>,
-    lags: &'static Mutex<Option<LagSource>>,
+    lags: Arc<Mutex<Option<LagSource>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -278,16 +278,16 @@ impl Metrics {
         Self {
             scrape: Scrape::new(),
             push: OnceLock::new(),
-            // One per process (the static below); tests build a few, which is harmless.
-            lags: Box::leak(Box::new(Mutex::new(None))),
+            lags: Arc::default(),
         }
     }
 
     /// Also records every metric into OpenTelemetry instruments made from `meter` (whose
     /// provider exports them). Once per process; later calls are ignored.
     pub fn export_to(&self, meter: &Meter) {
-        let lags = self.lags;
-        let _ = self.push.get_or_init(|| Push::new(meter, lags));
+        let _ = self
+            .push
+            .get_or_init(|| Push::new(meter, Arc::clone(&self.lags)));
     }
 
     /// Where `lg_consumer_lag` is read from, at each scrape and each OTLP collection.
@@ -411,7 +411,7 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let lag = &self.scrape.consumer_lag;
         lag.clear();
-        for ((topic, partition), l) in current_lags(self.lags) {
+        for ((topic, partition), l) in current_lags(&self.lags) {
             lag.get_or_create(&PartitionLabels { topic, partition })
                 .set(l);
         }
