@@ -395,7 +395,39 @@ impl Collected {
     }
 }
 
+/// The number of partitions of `topic`, waiting up to 30 s for the broker to report it.
+fn partition_count(consumer: &StreamConsumer, topic: &str) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().len() as i32)
+            })
+            .filter(|&n| n > 0);
+        if let Some(n) = found {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic {topic} has no partitions on {}: create the topics before reading them",
+            brokers()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Reads the output topics from the beginning.
+///
+/// It assigns itself every partition instead of joining a consumer group: the reader must not
+/// depend on the group coordinator it observes the pipeline through. (As a group member it once
+/// stalled a test for good: on tansu 0.6.0 under load, a heartbeat answered after the session
+/// timeout made librdkafka rejoin under a new member id, the broker kept the expired id as the
+/// group's leader, and the new member's assignment never came.)
 pub struct Collector {
     consumer: StreamConsumer,
     topics: Topics,
@@ -405,19 +437,24 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Subscribes to the output topics with a fresh group.
+    /// Assigns every partition of the output topics, from the beginning. The topics must exist
+    /// ([`Topics::create`]).
     pub fn new(topics: &Topics) -> Self {
+        // librdkafka wants a group id for `assign`; with no `subscribe` it never joins it.
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .set("group.id", format!("{}.reader", topics.group))
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
             .set("enable.auto.commit", "false")
             .create()
             .expect("reader");
-        consumer
-            .subscribe(&[&topics.decisions, &topics.labels, &topics.dlq])
-            .expect("subscribe");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for topic in [&topics.decisions, &topics.labels, &topics.dlq] {
+            for p in 0..partition_count(&consumer, topic) {
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                    .expect("partition offset");
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
         Self {
             consumer,
             topics: topics.clone(),

@@ -128,7 +128,12 @@ pub fn build_consumer(s: &ConsumerSettings) -> Result<GuardConsumer, KafkaError>
         .set("auto.commit.interval.ms", "250")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        // Kafka's default. A restarted static member must heartbeat within it of its
+        // predecessor's last heartbeat: on tansu 0.6.0 the rejoin does not renew the member's
+        // last contact and its JoinGroup and SyncGroup are each held 3 s, so with 10 s the
+        // member was expired at its first heartbeat after a SIGKILL (measured: 11.5 s after
+        // the last one), and the broker then never assigned the group again.
+        .set("session.timeout.ms", "45000")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "2000");
     if let Some(id) = &s.instance_id {
