@@ -126,8 +126,8 @@ pub struct DetectorSettings {
     pub workers: usize,
     /// Learned model directory; empty for none.
     pub model_dir: String,
-    /// The CPU engine's arithmetic: `auto` (bf16 on AMX where the CPU has it, else f32) or
-    /// `f32`.
+    /// The CPU engine's arithmetic: `auto` (bf16 on AMX where the CPU has it, else f32),
+    /// `f32`, or `int8` (on AMX-INT8 where the CPU has it, else f32).
     pub precision: String,
 }
 
@@ -392,11 +392,7 @@ impl Settings {
 
     /// Parsed `detector.precision`.
     pub fn precision(&self) -> anyhow::Result<lg_model::cpu::Precision> {
-        match self.detector.precision.as_str() {
-            "auto" => Ok(lg_model::cpu::Precision::auto()),
-            "f32" => Ok(lg_model::cpu::Precision::F32),
-            other => bail!("detector.precision: {other:?} is not \"auto\" or \"f32\""),
-        }
+        parse_precision(&self.detector.precision).context("detector.precision")
     }
 
     /// The score cache, when `cache.path` is set.
@@ -471,6 +467,16 @@ impl Settings {
             .with_context(|| format!("policy.file: cannot read {}", self.policy.file))?;
         lg_policy::Policy::from_toml_str(&text)
             .with_context(|| format!("policy.file: {}", self.policy.file))
+    }
+}
+
+/// `auto` (bf16 on AMX where the CPU has it, else f32), `f32` or `int8`.
+pub fn parse_precision(name: &str) -> anyhow::Result<lg_model::cpu::Precision> {
+    match name {
+        "auto" => Ok(lg_model::cpu::Precision::auto()),
+        "f32" => Ok(lg_model::cpu::Precision::F32),
+        "int8" => Ok(lg_model::cpu::Precision::Int8),
+        other => bail!("{other:?} is not \"auto\", \"f32\" or \"int8\""),
     }
 }
 

@@ -71,6 +71,9 @@ enum Command {
         /// Where to write the JSON report.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// The CPU engine's arithmetic: auto, f32 or int8 (as `detector.precision`).
+        #[arg(long, default_value = "auto")]
+        precision: String,
     },
     /// Re-audit historical listings of a time window under the current or a candidate policy
     /// and model; decisions go to a re-audit topic, never to the live ones.
@@ -212,8 +215,11 @@ fn main() -> anyhow::Result<()> {
             data,
             model,
             report,
+            precision,
         } => {
-            listing_guard::modelcmd::eval(&data, &model, report.as_deref())?;
+            let precision =
+                listing_guard::config::parse_precision(&precision).context("--precision")?;
+            listing_guard::modelcmd::eval(&data, &model, report.as_deref(), precision)?;
         }
         Command::Replay {
             from,

@@ -161,8 +161,13 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `eval`; returns the report's path.
-pub fn eval(data_dir: &Path, model_dir: &Path, report: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let det = lg_model::infer::NprDetector::load(model_dir, lg_model::device()?)
+pub fn eval(
+    data_dir: &Path,
+    model_dir: &Path,
+    report: Option<&Path>,
+    precision: lg_model::cpu::Precision,
+) -> anyhow::Result<PathBuf> {
+    let det = lg_model::infer::NprDetector::load_with(model_dir, lg_model::device()?, precision)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let samples = data::list(data_dir)?;
     println!("engine: {}", det.kernel());

@@ -27,6 +27,11 @@ pub enum Precision {
     F32,
     /// bf16 inputs, f32 sums, on the AMX tile unit where the CPU has one; f32 elsewhere.
     Bf16,
+    /// int8 inputs, i32 sums, on the AMX tile unit where the CPU has AMX-INT8; f32 elsewhere.
+    /// Weights are quantised once per output channel, activations per row of `A` on each call
+    /// (unsigned where the whole `A` is non-negative, as after a ReLU), and the sums scaled back
+    /// to f32 before the bias, the residual and the ReLU.
+    Int8,
 }
 
 impl Precision {
@@ -40,13 +45,45 @@ impl Precision {
         }
     }
 
-    /// The kernel this precision runs on here: `amx-bf16`, `avx512-f32` or `gemm-f32`.
+    /// The kernel this precision runs on here: `amx-int8`, `amx-bf16`, `avx512-f32` or
+    /// `gemm-f32`.
     pub fn kernel(self) -> &'static str {
         match self {
             Precision::Bf16 if amx_available() => "amx-bf16",
-            _ if avx512() => "avx512-f32",
-            _ => "gemm-f32",
+            Precision::Int8 if amx_int8_available() => "amx-int8",
+            _ => f32_kernel(),
         }
+    }
+
+    /// What the model version is marked with when this precision runs here (`bf16` or
+    /// `int8`), so scores of different arithmetic never share a cache entry or a decision id;
+    /// `None` where the products are f32.
+    pub fn version_mark(self) -> Option<&'static str> {
+        match self.kernel() {
+            "amx-bf16" => Some("bf16"),
+            "amx-int8" => Some("int8"),
+            _ => None,
+        }
+    }
+}
+
+fn f32_kernel() -> &'static str {
+    if avx512() {
+        "avx512-f32"
+    } else {
+        "gemm-f32"
+    }
+}
+
+/// Whether the AMX-INT8 kernel can run.
+pub(crate) fn amx_int8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        amx::int8_available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -73,6 +110,8 @@ pub(crate) struct PackedB {
     panels: Option<Vec<f32>>,
     /// bf16 tiles (see `amx::pack`) when the AMX kernel applies.
     tiles: Option<Vec<u16>>,
+    /// int8 tiles and per-column scales (see `amx::pack_i8`) when the AMX-INT8 kernel applies.
+    tiles8: Option<(Vec<i8>, Vec<f32>)>,
 }
 
 impl PackedB {
@@ -81,12 +120,16 @@ impl PackedB {
         #[cfg(target_arch = "x86_64")]
         let tiles =
             (precision == Precision::Bf16 && amx::available()).then(|| amx::pack(&plain, k, n));
+        #[cfg(target_arch = "x86_64")]
+        let tiles8 = (precision == Precision::Int8 && amx::int8_available())
+            .then(|| amx::pack_i8(&plain, k, n));
         #[cfg(not(target_arch = "x86_64"))]
-        let tiles = {
+        let (tiles, tiles8) = {
             let _ = precision;
-            None
+            (None, None)
         };
-        let panels = (tiles.is_none() && avx512() && n.is_multiple_of(NR)).then(|| {
+        let tiled = tiles.is_some() || tiles8.is_some();
+        let panels = (!tiled && avx512() && n.is_multiple_of(NR)).then(|| {
             let mut p = Vec::with_capacity(k * n);
             for panel in 0..n / NR {
                 for row in plain.chunks_exact(n) {
@@ -101,6 +144,7 @@ impl PackedB {
             plain,
             panels,
             tiles,
+            tiles8,
         }
     }
 }
@@ -183,6 +227,16 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    if let Some((tiles, scales)) = &b.tiles8 {
+        // SAFETY: `tiles8` exists only when `amx::int8_available()` saw AMX-INT8 and got the
+        // tile permission; the shapes were checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            amx::matmul_i8(dst, lhs, tiles, scales, (m, n, k), e)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if let Some(panels) = &b.panels {
         // SAFETY: `panels` exists only when AVX-512F was detected at run time; the shapes were
         // checked above and `x86::matmul` indexes only inside them.
@@ -207,6 +261,68 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     gemm_crate(dst, lhs, &b.plain, (m, n, k));
     if e.relu {
         dst.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// `A` in bf16 for [`matmul_fused_bf16`]: `Some((depth stride, rows))` for `m` rows when `b`
+/// runs on the AMX tiles. A caller that gathers `A` (im2col) writes it in bf16 straight away,
+/// instead of writing f32 that the kernel then reads back and rounds.
+pub(crate) fn bf16_rows(b: &PackedB, m: usize) -> Option<(usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if b.tiles.is_some() {
+        return Some(amx::a16_shape(m, b.k));
+    }
+    let _ = (b, m);
+    None
+}
+
+/// `out[i] = bf16(src[i])`, rounding to nearest even: `A`'s values for [`matmul_fused_bf16`].
+pub(crate) fn to_bf16(src: &[f32], out: &mut [u16]) {
+    assert_eq!(src.len(), out.len(), "bf16 conversion lengths");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected.
+        #[allow(unsafe_code)]
+        unsafe {
+            amx::to_bf16(src, out)
+        };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(src) {
+        *o = bf16_scalar(v);
+    }
+}
+
+/// f32 → bf16, rounding to nearest even (NaN stays a quiet NaN).
+#[inline]
+pub(crate) fn bf16_scalar(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// [`matmul_fused`] with `A` given in bf16, laid out as [`bf16_rows`] says (every value past
+/// `m × k` zero). Only for weights that run on the tiles.
+pub(crate) fn matmul_fused_bf16(
+    dst: &mut [f32],
+    a16: &[u16],
+    b: &PackedB,
+    m: usize,
+    e: Epilogue<'_>,
+) {
+    let (k, n) = (b.k, b.n);
+    let (kp, mp) = bf16_rows(b, m).expect("weights packed for the tiles");
+    assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
+    assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
+    #[cfg(target_arch = "x86_64")]
+    if let Some(tiles) = &b.tiles {
+        // SAFETY: as in `matmul_fused`; `a16` was checked to hold the padded rows.
+        #[allow(unsafe_code)]
+        unsafe {
+            amx::multiply(dst, a16, tiles, (m, n, k), e)
+        };
     }
 }
 
@@ -420,6 +536,17 @@ mod amx {
         })
     }
 
+    /// [`available`], and CPUID leaf 7 says AMX-INT8.
+    pub(super) fn int8_available() -> bool {
+        if !available() {
+            return false;
+        }
+        // SAFETY: as in `available`, which has checked that leaf 7 exists.
+        #[allow(unused_unsafe)]
+        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0).edx };
+        edx & (1 << 25) != 0
+    }
+
     #[cfg(target_os = "linux")]
     fn request_tile_permission() -> bool {
         // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only changes this process's permitted
@@ -439,15 +566,7 @@ mod amx {
         false
     }
 
-    /// f32 → bf16, rounding to nearest even (NaN stays a quiet NaN).
-    #[inline]
-    pub(super) fn bf16(x: f32) -> u16 {
-        let b = x.to_bits();
-        if x.is_nan() {
-            return ((b >> 16) | 0x40) as u16;
-        }
-        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-    }
+    pub(super) use super::bf16_scalar as bf16;
 
     /// `n` rounded up to a multiple of `m`.
     fn up(n: usize, m: usize) -> usize {
@@ -513,9 +632,7 @@ mod amx {
         (m, n, k): (usize, usize, usize),
         e: Epilogue<'_>,
     ) {
-        let (kp, mp, np) = (up(k, TK), up(m, 2 * T), up(n, 2 * T));
-        let kt = kp / TK;
-        debug_assert_eq!(tiles.len(), (np / T) * kt * TILE);
+        let (kp, mp) = (up(k, TK), up(m, 2 * T));
         A16.with_borrow_mut(|a16| {
             if a16.len() < mp * kp {
                 a16.resize(mp * kp, 0);
@@ -524,13 +641,322 @@ mod amx {
             // padding rows.
             let a16 = &mut a16[..mp * kp];
             let (rows, pad_rows) = a16.split_at_mut(m * kp);
-            for (row, out) in lhs.chunks_exact(k).zip(rows.chunks_exact_mut(kp)) {
-                let (vals, pad) = out.split_at_mut(k);
+            if k == kp {
                 // SAFETY: the caller guarantees AVX-512F; `to_bf16` checks for AVX512-BF16.
-                unsafe { to_bf16(row, vals) };
-                pad.fill(0);
+                unsafe { to_bf16(lhs, rows) };
+            } else {
+                for (row, out) in lhs.chunks_exact(k).zip(rows.chunks_exact_mut(kp)) {
+                    let (vals, pad) = out.split_at_mut(k);
+                    // SAFETY: as above.
+                    unsafe { to_bf16(row, vals) };
+                    pad.fill(0);
+                }
             }
             pad_rows.fill(0);
+            // SAFETY: `a16` is `A` in the layout `multiply` reads; the rest is the caller's.
+            unsafe { multiply(dst, a16, tiles, (m, n, k), e) }
+        });
+    }
+
+    /// Rows of `A` for [`multiply`]: `(depth stride, rows)`, the depth padded to a multiple of
+    /// 32 and the `m` rows to a multiple of 32.
+    pub(super) fn a16_shape(m: usize, k: usize) -> (usize, usize) {
+        (up(k, TK), up(m, 2 * T))
+    }
+
+    /// Depth per int8 tile (bytes per `A` row).
+    const TK8: usize = 64;
+    /// Bytes per int8 tile.
+    const TILE8: usize = T * TK8;
+
+    /// The row-major `k × n` weights as int8 `B` tiles, each column scaled by its largest
+    /// magnitude over 127 (the scales are returned): zero-padded to a depth of a multiple of 64
+    /// and a width of a multiple of 32; tile `(j, t)` at `(j · KT + t) · 1024`, its row `p`
+    /// holding `B[64t+4p .. 64t+4p+4][16j+c]` for each column `c`.
+    pub(super) fn pack_i8(plain: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
+        let (kt, nb) = (up(k, TK8) / TK8, up(n, 2 * T) / T);
+        let scales: Vec<f32> = (0..n)
+            .map(|c| {
+                let amax = (0..k).map(|i| plain[i * n + c].abs()).fold(0f32, f32::max);
+                if amax > 0.0 {
+                    amax / 127.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut out = Vec::with_capacity(nb * kt * TILE8);
+        for j in 0..nb {
+            for t in 0..kt {
+                for p in 0..T {
+                    for c in 0..T {
+                        for q in 0..4 {
+                            let (kk, col) = (t * TK8 + 4 * p + q, j * T + c);
+                            let v = if kk < k && col < n {
+                                (plain[kk * n + col] / scales[col])
+                                    .round()
+                                    .clamp(-127.0, 127.0)
+                            } else {
+                                0.0
+                            };
+                            out.push(v as i8);
+                        }
+                    }
+                }
+            }
+        }
+        (out, scales)
+    }
+
+    thread_local! {
+        /// Each thread's `A` in int8 (rows and depth zero-padded), and each row's scale.
+        static A8: RefCell<(Vec<u8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// The int8 kernel: `A` is quantised per row (its largest magnitude maps to 255 where all of
+    /// `A` is non-negative, `tdpbusd`; else to 127, `tdpbssd`), multiplied on the tiles into i32
+    /// sums, and each sum scaled back by its row's and column's scales before the epilogue.
+    ///
+    /// # Safety
+    /// [`int8_available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k`
+    /// floats, `tiles` and `scales` must be [`pack_i8`]'s output for `k × n`, and the
+    /// epilogue's slices `n` and `m×n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matmul_i8(
+        dst: &mut [f32],
+        lhs: &[f32],
+        tiles: &[i8],
+        scales: &[f32],
+        (m, n, k): (usize, usize, usize),
+        e: Epilogue<'_>,
+    ) {
+        let (kp, mp, np) = (up(k, TK8), up(m, 2 * T), up(n, 2 * T));
+        let kt = kp / TK8;
+        assert!(tiles.len() == (np / T) * kt * TILE8 && scales.len() == n);
+        A8.with_borrow_mut(|(a8, row_scale)| {
+            if a8.len() < mp * kp {
+                a8.resize(mp * kp, 0);
+            }
+            row_scale.clear();
+            row_scale.resize(mp, 0.0);
+            let a8 = &mut a8[..mp * kp];
+            // SAFETY: the caller guarantees AVX-512F.
+            let unsigned = unsafe { quantise_rows(lhs, k, kp, a8, row_scale) };
+            a8[m * kp..].fill(0);
+            let cfg = TileConfig::new();
+            let mut acc = [0i32; 4 * T * T];
+            let mut block = [0f32; 4 * T * T];
+            let (sa, sb, sc) = (kp, 64usize, 2 * T * 4);
+            // SAFETY: as in `multiply`: a valid palette-1 layout, every tile load inside `a8`
+            // (mp × kp bytes) or one packed tile of `tiles`, every store inside `acc`.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+                for jb in (0..np / T).step_by(2) {
+                    let (b0, b1) = (
+                        tiles.as_ptr().add(jb * kt * TILE8),
+                        tiles.as_ptr().add((jb + 1) * kt * TILE8),
+                    );
+                    for ib in (0..mp / T).step_by(2) {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                        let a0 = a8.as_ptr().add(ib * T * kp);
+                        let a1 = a0.add(T * kp);
+                        for t in 0..kt {
+                            macro_rules! step {
+                                ($op:literal) => {
+                                    asm!(
+                                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                                        concat!($op, " tmm0, tmm4, tmm6"),
+                                        concat!($op, " tmm1, tmm4, tmm7"),
+                                        concat!($op, " tmm2, tmm5, tmm6"),
+                                        concat!($op, " tmm3, tmm5, tmm7"),
+                                        a0 = in(reg) a0.add(t * TK8),
+                                        a1 = in(reg) a1.add(t * TK8),
+                                        b0 = in(reg) b0.add(t * TILE8),
+                                        b1 = in(reg) b1.add(t * TILE8),
+                                        sa = in(reg) sa,
+                                        sb = in(reg) sb,
+                                        options(nostack, readonly)
+                                    )
+                                };
+                            }
+                            if unsigned {
+                                step!("tdpbusd");
+                            } else {
+                                step!("tdpbssd");
+                            }
+                        }
+                        let c = acc.as_mut_ptr();
+                        asm!(
+                            "tilestored [{c0} + {sc}*1], tmm0",
+                            "tilestored [{c1} + {sc}*1], tmm1",
+                            "tilestored [{c2} + {sc}*1], tmm2",
+                            "tilestored [{c3} + {sc}*1], tmm3",
+                            c0 = in(reg) c,
+                            c1 = in(reg) c.add(T),
+                            c2 = in(reg) c.add(T * 2 * T),
+                            c3 = in(reg) c.add(T * 2 * T + T),
+                            sc = in(reg) sc,
+                            options(nostack)
+                        );
+                        let (r0, c0) = (ib * T, jb * T);
+                        let cols = (2 * T).min(n - c0);
+                        let rows = (2 * T).min(m - r0);
+                        if cols == 2 * T {
+                            // 16 lanes at a time (a scalar loop here took ~40% of the kernel).
+                            use std::arch::x86_64::{
+                                _mm512_cvtepi32_ps, _mm512_loadu_ps, _mm512_loadu_si512,
+                                _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
+                            };
+                            let cs = [
+                                _mm512_loadu_ps(scales.as_ptr().add(c0)),
+                                _mm512_loadu_ps(scales.as_ptr().add(c0 + T)),
+                            ];
+                            for r in 0..rows {
+                                let rs = _mm512_set1_ps(row_scale[r0 + r]);
+                                for (h, c) in cs.iter().enumerate() {
+                                    let at = r * 2 * T + h * T;
+                                    let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(
+                                        acc.as_ptr().add(at).cast(),
+                                    ));
+                                    let v = _mm512_mul_ps(_mm512_mul_ps(v, rs), *c);
+                                    _mm512_storeu_ps(block.as_mut_ptr().add(at), v);
+                                }
+                            }
+                        } else {
+                            for r in 0..rows {
+                                let rs = row_scale[r0 + r];
+                                for (cc, (o, &s)) in block[r * 2 * T..][..cols]
+                                    .iter_mut()
+                                    .zip(&acc[r * 2 * T..][..cols])
+                                    .enumerate()
+                                {
+                                    *o = s as f32 * rs * scales[c0 + cc];
+                                }
+                            }
+                        }
+                        write_block(dst, &block, (r0, c0), (m, n), e);
+                    }
+                }
+                asm!("tilerelease", options(nostack, nomem));
+            }
+        });
+    }
+
+    /// Quantises each of the `lhs.len() / k` rows into `out` (rows of `kp` bytes, the depth
+    /// padding zeroed) with its scale in `scale`; true when every value is non-negative (the
+    /// bytes are then unsigned, 0..=255), else they are signed (−127..=127).
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn quantise_rows(
+        lhs: &[f32],
+        k: usize,
+        kp: usize,
+        out: &mut [u8],
+        scale: &mut [f32],
+    ) -> bool {
+        use std::arch::x86_64::{
+            _mm512_abs_ps, _mm512_cvtps_epi32, _mm512_cvtsepi32_epi8, _mm512_cvtusepi32_epi8,
+            _mm512_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
+            _mm512_reduce_min_ps, _mm512_set1_ps, _mm_storeu_si128,
+        };
+        // One pass: each row's largest magnitude (one horizontal reduction per row) and the
+        // smallest value of all of `A` (reduced once).
+        let mut amaxes = Vec::with_capacity(lhs.len() / k.max(1));
+        let mut lowest = f32::INFINITY;
+        // SAFETY: every load reads 16 floats of a chunk that holds 16; AVX-512F is the
+        // caller's guarantee.
+        unsafe {
+            let mut vlo = _mm512_set1_ps(f32::INFINITY);
+            for row in lhs.chunks_exact(k) {
+                let mut vmax = _mm512_set1_ps(0.0);
+                let mut chunks = row.chunks_exact(16);
+                for c in chunks.by_ref() {
+                    let v = _mm512_loadu_ps(c.as_ptr());
+                    vlo = _mm512_min_ps(vlo, v);
+                    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+                }
+                let mut amax = _mm512_reduce_max_ps(vmax);
+                for &v in chunks.remainder() {
+                    lowest = lowest.min(v);
+                    amax = amax.max(v.abs());
+                }
+                amaxes.push(amax);
+            }
+            lowest = lowest.min(_mm512_reduce_min_ps(vlo));
+        }
+        let unsigned = lowest >= 0.0;
+        let levels = if unsigned { 255.0 } else { 127.0 };
+        for (((row, dst), &amax), sc) in lhs
+            .chunks_exact(k)
+            .zip(out.chunks_exact_mut(kp))
+            .zip(&amaxes)
+            .zip(scale.iter_mut())
+        {
+            *sc = if amax > 0.0 { amax / levels } else { 0.0 };
+            let inv = if amax > 0.0 { levels / amax } else { 0.0 };
+            let (vals, pad) = dst.split_at_mut(k);
+            pad.fill(0);
+            let mut done = 0;
+            // SAFETY: 16 floats are read at `done` and 16 bytes written there, inside `row`
+            // and `vals` (both `k` long); conversions round to nearest even (the default MXCSR
+            // mode) and saturate.
+            unsafe {
+                let vinv = _mm512_set1_ps(inv);
+                while done + 16 <= k {
+                    let q = _mm512_cvtps_epi32(_mm512_mul_ps(
+                        _mm512_loadu_ps(row.as_ptr().add(done)),
+                        vinv,
+                    ));
+                    let b = if unsigned {
+                        _mm512_cvtusepi32_epi8(q)
+                    } else {
+                        _mm512_cvtsepi32_epi8(q)
+                    };
+                    _mm_storeu_si128(vals.as_mut_ptr().add(done).cast(), b);
+                    done += 16;
+                }
+            }
+            for (o, &v) in vals[done..].iter_mut().zip(&row[done..]) {
+                let q = (v * inv).round_ties_even();
+                *o = if unsigned {
+                    q.clamp(0.0, 255.0) as u8
+                } else {
+                    q.clamp(-127.0, 127.0) as i8 as u8
+                };
+            }
+        }
+        unsigned
+    }
+
+    /// [`matmul`] with `A` already in bf16: `a16` holds [`a16_shape`]'s rows × depth stride,
+    /// every value past `m × k` zero.
+    ///
+    /// # Safety
+    /// As for [`matmul`], with `a16` in place of `lhs`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn multiply(
+        dst: &mut [f32],
+        a16: &[u16],
+        tiles: &[u16],
+        (m, n, k): (usize, usize, usize),
+        e: Epilogue<'_>,
+    ) {
+        let (kp, mp, np) = (up(k, TK), up(m, 2 * T), up(n, 2 * T));
+        let kt = kp / TK;
+        debug_assert_eq!(tiles.len(), (np / T) * kt * TILE);
+        assert!(a16.len() >= mp * kp, "bf16 rows of A");
+        {
             let cfg = TileConfig::new();
             let mut acc = [0f32; 4 * T * T];
             let (sa, sb, sc) = (kp * 2, 64usize, 2 * T * 4);
@@ -591,41 +1017,53 @@ mod amx {
                 }
                 asm!("tilerelease", options(nostack, nomem));
             }
-        });
+        }
     }
 
     /// `out[i] = bf16(src[i])`: 16 at a time with AVX512-BF16's `vcvtneps2bf16` where the CPU has
     /// it (every CPU with AMX-BF16 so far; it rounds to nearest even, as [`bf16`] does, and
-    /// treats subnormal inputs as zero), else one by one.
+    /// treats subnormal inputs as zero), else one by one. Called once per run of values, not per
+    /// 16: the check and the call are not free (per row of `A` they took a quarter of the
+    /// model's time outside the tiles).
     ///
     /// # Safety
     /// AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
-    unsafe fn to_bf16(src: &[f32], out: &mut [u16]) {
+    pub(super) unsafe fn to_bf16(src: &[f32], out: &mut [u16]) {
         debug_assert_eq!(src.len(), out.len());
         static BF16_INSNS: OnceLock<bool> = OnceLock::new();
-        let fast = *BF16_INSNS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16"));
-        let mut done = 0;
-        if fast {
-            use std::arch::x86_64::{
-                __m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps,
-            };
-            while done + 16 <= src.len() {
-                // SAFETY: 16 floats are read at `done` and 16 u16 written there, inside both
-                // slices; AVX512-BF16 was detected.
-                unsafe {
-                    let v = _mm512_loadu_ps(src.as_ptr().add(done));
-                    let h: __m256i = std::mem::transmute(cvt(v));
-                    _mm256_storeu_si256(out.as_mut_ptr().add(done).cast(), h);
-                }
-                done += 16;
-            }
-            #[target_feature(enable = "avx512bf16,avx512f")]
-            unsafe fn cvt(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256bh {
-                _mm512_cvtneps_pbh(v)
+        if *BF16_INSNS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512bf16")) {
+            // SAFETY: AVX512-BF16 (and AVX-512F) were detected.
+            unsafe { to_bf16_insns(src, out) }
+        } else {
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = bf16(v);
             }
         }
-        for (o, &v) in out[done..].iter_mut().zip(&src[done..]) {
+    }
+
+    /// [`to_bf16`] with `vcvtneps2bf16`.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-BF16 must be available.
+    #[target_feature(enable = "avx512bf16,avx512f")]
+    unsafe fn to_bf16_insns(src: &[f32], out: &mut [u16]) {
+        use std::arch::x86_64::{
+            __m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps,
+        };
+        let n = src.len().min(out.len());
+        let mut done = 0;
+        while done + 16 <= n {
+            // SAFETY: 16 floats are read at `done` and 16 u16 written there, inside both
+            // slices; the caller guarantees the instructions.
+            unsafe {
+                let v = _mm512_loadu_ps(src.as_ptr().add(done));
+                let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+                _mm256_storeu_si256(out.as_mut_ptr().add(done).cast(), h);
+            }
+            done += 16;
+        }
+        for (o, &v) in out[done..n].iter_mut().zip(&src[done..n]) {
             *o = bf16(v);
         }
     }
@@ -702,6 +1140,107 @@ mod tests {
         x
     }
 
+    /// `A · B` as the int8 kernel computes it: `A` quantised per row (to 0..=255 when all of it
+    /// is non-negative, else −127..=127), `B` per column (−127..=127), integer sums scaled back.
+    fn int8_product(a: &[f32], w: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+        let unsigned = a.iter().all(|&v| v >= 0.0);
+        let levels = if unsigned { 255.0 } else { 127.0 };
+        let col_scale: Vec<f32> = (0..n)
+            .map(|c| {
+                let amax = (0..k).map(|i| w[i * n + c].abs()).fold(0f32, f32::max);
+                if amax > 0.0 {
+                    amax / 127.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            let row = &a[r * k..][..k];
+            let amax = row.iter().fold(0f32, |x, v| x.max(v.abs()));
+            let (scale, inv) = if amax > 0.0 {
+                (amax / levels, levels / amax)
+            } else {
+                (0.0, 0.0)
+            };
+            for c in 0..n {
+                let sum: i64 = (0..k)
+                    .map(|i| {
+                        let qa = (row[i] * inv).round_ties_even() as i64;
+                        let qw = (w[i * n + c] / col_scale[c]).round().clamp(-127.0, 127.0) as i64;
+                        qa * qw
+                    })
+                    .sum();
+                out[r * n + c] = sum as f32 * scale * col_scale[c];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn int8_matches_its_quantised_definition_and_stays_near_f32() {
+        if Precision::Int8.kernel() != "amx-int8" {
+            eprintln!("no AMX-INT8 here: the int8 precision runs the f32 kernel");
+            return;
+        }
+        for (m, n, k, shift) in [
+            (29, 64, 300, 0.0),
+            (12, 32, 27, 0.0),
+            (5, 96, 7, 1.0),
+            (17, 20, 33, 1.0),
+            (70, 48, 64, 0.0),
+            (33, 40, 130, 1.0),
+        ] {
+            // `shift` 1.0 makes `A` non-negative (the unsigned path), 0.0 leaves it signed.
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0 + shift)
+                .collect();
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 40.0)
+                .collect();
+            let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+            let b = PackedB::new(w.clone(), k, n, Precision::Int8);
+            let product = int8_product(&a, &w, (m, n, k));
+            for (relu, residual) in [(false, None), (true, Some(&res[..]))] {
+                let mut got = vec![f32::NAN; m * n];
+                let e = Epilogue {
+                    bias: &bias,
+                    residual,
+                    relu,
+                };
+                matmul_fused(&mut got, &a, &b, m, e);
+                for r in 0..m {
+                    for c in 0..n {
+                        let at = r * n + c;
+                        let mut want = product[at] + bias[c] + residual.map_or(0.0, |x| x[at]);
+                        let mut exact = bias[c] + residual.map_or(0.0, |x| x[at]);
+                        let mut magnitude = 0.0;
+                        for i in 0..k {
+                            exact += a[r * k + i] * w[i * n + c];
+                            magnitude += (a[r * k + i] * w[i * n + c]).abs();
+                        }
+                        if relu {
+                            want = want.max(0.0);
+                            exact = exact.max(0.0);
+                        }
+                        let g = got[at];
+                        assert!(
+                            (g - want).abs() < 1e-4 * want.abs().max(1.0),
+                            "{m}x{n}x{k} at ({r}, {c}): {g} vs quantised {want}"
+                        );
+                        // Quantisation error: at most half a step of each operand per product.
+                        assert!(
+                            (g - exact).abs() <= 0.02 * magnitude + 1e-4,
+                            "{m}x{n}x{k} at ({r}, {c}): {g} vs f32 {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn matches_the_definition_across_block_edges() {
         // m not a multiple of MR nor of the tiles' 32 rows, k across two KC passes and not a
@@ -763,8 +1302,16 @@ mod tests {
             "{}",
             Precision::Bf16.kernel()
         );
+        let q = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::Int8);
+        assert_eq!(
+            q.tiles8.is_some(),
+            Precision::Int8.kernel() == "amx-int8",
+            "{}",
+            Precision::Int8.kernel()
+        );
+        assert!(q.tiles.is_none() && b.tiles8.is_none());
         let f = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::F32);
-        assert!(f.tiles.is_none());
+        assert!(f.tiles.is_none() && f.tiles8.is_none());
         assert_ne!(Precision::F32.kernel(), "amx-bf16");
     }
 }

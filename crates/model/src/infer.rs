@@ -149,8 +149,8 @@ impl NprDetector {
     ) -> candle_core::Result<Self> {
         let cpu = device.is_cpu().then(|| net.to_cpu(precision)).transpose()?;
         // Another arithmetic gives (slightly) other scores: the version says which.
-        let version = match &cpu {
-            Some(_) if precision.kernel() == "amx-bf16" => format!("{}+bf16", card.version()),
+        let version = match (&cpu, precision.version_mark()) {
+            (Some(_), Some(mark)) => format!("{}+{mark}", card.version()),
             _ => card.version(),
         };
         Ok(Self {
@@ -179,8 +179,8 @@ impl NprDetector {
         }
     }
 
-    /// The kernel the convolutions run on: the CPU engine's (`amx-bf16`, `avx512-f32`,
-    /// `gemm-f32`), or `candle` on another device.
+    /// The kernel the convolutions run on: the CPU engine's (`amx-int8`, `amx-bf16`,
+    /// `avx512-f32`, `gemm-f32`), or `candle` on another device.
     pub fn kernel(&self) -> &'static str {
         match &self.cpu {
             Some(_) => self.precision.kernel(),
