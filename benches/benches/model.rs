@@ -5,14 +5,16 @@
 //! inference at batch 1, 8 and 32 (224x224 crops) on the CPU paths side by side: the candle
 //! graph (stock `conv2d`, BatchNorm folded), the CPU engine (`lg_model::cpu`) in f32, and the
 //! CPU engine at `Precision::auto()` (what the detector runs by default: bf16 on the AMX tile
-//! unit where the CPU has one; the column repeats f32 elsewhere), with the largest logit
-//! difference between the two engines on the bench's crop. Then it runs `benches/ort_npr.py` in the bench virtualenv (same
-//! weights exported to ONNX, BatchNorm folded, 2 intra-op threads), which checks that both give
+//! unit where the CPU has one; the column repeats f32 elsewhere) and at `Precision::Int8`
+//! (AMX-INT8 where the CPU has it, else f32 again), with the largest logit difference of each
+//! to the f32 engine on the bench's crop. Then it runs `benches/ort_npr.py` in the bench
+//! virtualenv (same weights exported to ONNX, BatchNorm folded, 2 intra-op threads), which checks that both give
 //! the same logits on one input and prints the same batch sizes; then the CPU engine and ONNX
 //! Runtime run alternately, three more rounds each at batch 8 (the engine at `auto`), and the
-//! line `ratio candle/onnxruntime: X.XX` is the ratio of the two medians, followed by the same
-//! for the f32 engine, `ratio candle-f32/onnxruntime: X.XX` (this machine drifts by several
-//! percent from run to run). At each batch size the CPU engine is measured before the candle
+//! last line, `ratio candle/onnxruntime: X.XX`, is the ratio of the two medians; the same for
+//! the f32 and int8 engines comes just before it (`ratio candle-f32/onnxruntime: X.XX`,
+//! `ratio candle-int8/onnxruntime: X.XX`; this machine drifts by several percent from run to
+//! run). At each batch size the CPU engine is measured before the candle
 //! graph: the graph's large transient allocations measurably slow whatever runs right after.
 //! Threads: candle uses RAYON_NUM_THREADS (the Makefile sets 2).
 
@@ -40,6 +42,8 @@ fn main() {
     let det = NprDetector::load(&model_dir, Device::Cpu).expect("shipped model loads");
     let det32 =
         NprDetector::load_with(&model_dir, Device::Cpu, Precision::F32).expect("f32 model loads");
+    let det8 =
+        NprDetector::load_with(&model_dir, Device::Cpu, Precision::Int8).expect("int8 model loads");
     let norm = det.card().normalisation.clone();
     let photo = image::RgbImage::from_fn(1024, 768, |x, y| {
         image::Rgb([
@@ -51,10 +55,11 @@ fn main() {
     let secs = Duration::from_secs(3);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(
-        "device: CPU ({threads} threads), model {}, engine kernels: auto {} / f32 {}",
+        "device: CPU ({threads} threads), model {}, engine kernels: auto {} / f32 {} / int8 {}",
         det.card().version(),
         det.kernel(),
-        det32.kernel()
+        det32.kernel(),
+        det8.kernel()
     );
 
     let pre = per_second(
@@ -73,11 +78,13 @@ fn main() {
     let crop = crop_tensor(&photo, (0, 0, 224, 224), norm.mean, norm.std, &Device::Cpu).unwrap();
     let mut crop_hwc = Vec::new();
     lg_model::infer::crop_hwc(&photo, (0, 0, 224, 224), norm.mean, norm.std, &mut crop_hwc);
-    let (mut engine_b8, mut engine32_b8) = (0.0, 0.0);
+    let (mut engine_b8, mut engine32_b8, mut engine8_b8) = (0.0, 0.0, 0.0);
     println!(
-        "inference, crops/s     candle graph   engine f32   engine {:<9}  f32/graph  {}/f32",
+        "inference, crops/s     candle graph   engine f32   engine {:<9}  engine {:<9}  f32/graph  {}/f32  {}/f32",
         det.kernel(),
-        det.kernel()
+        det8.kernel(),
+        det.kernel(),
+        det8.kernel()
     );
     for batch in [1usize, 8, 32] {
         let x = Tensor::stack(&vec![crop.clone(); batch], 0).unwrap();
@@ -91,7 +98,7 @@ fn main() {
                 secs,
             )
         };
-        let (engine, engine32) = (run(&det), run(&det32));
+        let (engine, engine32, engine8) = (run(&det), run(&det32), run(&det8));
         let graph = per_second(
             || {
                 std::hint::black_box(det.forward_candle(&x).unwrap());
@@ -100,13 +107,15 @@ fn main() {
             secs,
         );
         println!(
-            "  batch {batch:>2}           {graph:>10.1}   {engine32:>10.1}   {engine:>14.1}  {:>8.2}x  {:>8.2}x",
+            "  batch {batch:>2}           {graph:>10.1}   {engine32:>10.1}   {engine:>14.1}   {engine8:>14.1}  {:>8.2}x  {:>8.2}x  {:>8.2}x",
             engine32 / graph,
-            engine / engine32
+            engine / engine32,
+            engine8 / engine32
         );
         if batch == 8 {
             engine_b8 = engine;
             engine32_b8 = engine32;
+            engine8_b8 = engine8;
         }
     }
 
@@ -117,16 +126,18 @@ fn main() {
     // Parity with ONNX Runtime is checked on the f32 engine; the auto engine's distance to it
     // is printed.
     let logits: Vec<f32> = det32.forward(&x).unwrap().to_vec1().unwrap();
-    let auto: Vec<f32> = det.forward(&x).unwrap().to_vec1().unwrap();
-    let gap = logits
-        .iter()
-        .zip(&auto)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    println!(
-        "max |logit difference| engine {} vs f32: {gap:.2e} (logits {logits:?})",
-        det.kernel()
-    );
+    for d in [&det, &det8] {
+        let other: Vec<f32> = d.forward(&x).unwrap().to_vec1().unwrap();
+        let gap = logits
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!(
+            "max |logit difference| engine {} vs f32: {gap:.2e} (logits {logits:?})",
+            d.kernel()
+        );
+    }
     let input: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
     let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(out_dir.join("parity-input.f32"), bytes).unwrap();
@@ -168,7 +179,12 @@ fn main() {
     // The ratio: this machine's throughput drifts by several percent from run to run, so both
     // sides run alternately, three rounds each at batch 8, and the medians are compared.
     let x8 = Nhwc::new(crop_hwc.repeat(8), 8, 224, 224, 3);
-    let (mut ours, mut ours32, mut theirs) = (vec![engine_b8], vec![engine32_b8], vec![first_ort]);
+    let (mut ours, mut ours32, mut ours8, mut theirs) = (
+        vec![engine_b8],
+        vec![engine32_b8],
+        vec![engine8_b8],
+        vec![first_ort],
+    );
     let b8 = |d: &NprDetector| {
         per_second(
             || {
@@ -180,24 +196,33 @@ fn main() {
     };
     for round in 1..=3 {
         println!("round {round}:");
-        let (e, e32) = (b8(&det), b8(&det32));
+        let (e, e32, e8) = (b8(&det), b8(&det32), b8(&det8));
         println!(
-            "candle (CPU engine, {}) inference batch  8: {e:>8.1} crops/s; f32: {e32:>8.1} crops/s",
-            det.kernel()
+            "candle (CPU engine, {}) inference batch  8: {e:>8.1} crops/s; f32: {e32:>8.1} crops/s; {}: {e8:>8.1} crops/s",
+            det.kernel(),
+            det8.kernel()
         );
         ours.push(e);
         ours32.push(e32);
+        ours8.push(e8);
         theirs.push(onnxruntime("8"));
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (e, e32, o) = (median(&mut ours), median(&mut ours32), median(&mut theirs));
-    println!(
-        "batch 8, median of 4: candle (CPU engine, {}) {e:.1} crops/s, f32 {e32:.1} crops/s vs onnxruntime {o:.1} crops/s",
-        det.kernel()
+    let (e, e32, e8, o) = (
+        median(&mut ours),
+        median(&mut ours32),
+        median(&mut ours8),
+        median(&mut theirs),
     );
-    println!("ratio candle/onnxruntime: {:.2}", e / o);
+    println!(
+        "batch 8, median of 4: candle (CPU engine, {}) {e:.1} crops/s, f32 {e32:.1} crops/s, {} {e8:.1} crops/s vs onnxruntime {o:.1} crops/s",
+        det.kernel(),
+        det8.kernel()
+    );
     println!("ratio candle-f32/onnxruntime: {:.2}", e32 / o);
+    println!("ratio candle-int8/onnxruntime: {:.2}", e8 / o);
+    println!("ratio candle/onnxruntime: {:.2}", e / o);
 }
