@@ -743,111 +743,92 @@ mod amx {
             // SAFETY: the caller guarantees AVX-512F.
             let unsigned = unsafe { quantise_rows(lhs, k, kp, a8, row_scale) };
             a8[m * kp..].fill(0);
-            let cfg = TileConfig::new();
-            let mut acc = [0i32; 4 * T * T];
-            let mut block = [0f32; 4 * T * T];
-            let (sa, sb, sc) = (kp, 64usize, 2 * T * 4);
-            // SAFETY: as in `multiply`: a valid palette-1 layout, every tile load inside `a8`
-            // (mp × kp bytes) or one packed tile of `tiles`, every store inside `acc`.
-            unsafe {
-                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-                for jb in (0..np / T).step_by(2) {
-                    let (b0, b1) = (
-                        tiles.as_ptr().add(jb * kt * TILE8),
-                        tiles.as_ptr().add((jb + 1) * kt * TILE8),
-                    );
-                    for ib in (0..mp / T).step_by(2) {
-                        asm!(
-                            "tilezero tmm0",
-                            "tilezero tmm1",
-                            "tilezero tmm2",
-                            "tilezero tmm3",
-                            options(nostack, nomem)
-                        );
-                        let a0 = a8.as_ptr().add(ib * T * kp);
-                        let a1 = a0.add(T * kp);
-                        for t in 0..kt {
-                            macro_rules! step {
-                                ($op:literal) => {
-                                    asm!(
-                                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                                        concat!($op, " tmm0, tmm4, tmm6"),
-                                        concat!($op, " tmm1, tmm4, tmm7"),
-                                        concat!($op, " tmm2, tmm5, tmm6"),
-                                        concat!($op, " tmm3, tmm5, tmm7"),
-                                        a0 = in(reg) a0.add(t * TK8),
-                                        a1 = in(reg) a1.add(t * TK8),
-                                        b0 = in(reg) b0.add(t * TILE8),
-                                        b1 = in(reg) b1.add(t * TILE8),
-                                        sa = in(reg) sa,
-                                        sb = in(reg) sb,
-                                        options(nostack, readonly)
-                                    )
-                                };
-                            }
-                            if unsigned {
-                                step!("tdpbusd");
-                            } else {
-                                step!("tdpbssd");
-                            }
-                        }
-                        let c = acc.as_mut_ptr();
-                        asm!(
-                            "tilestored [{c0} + {sc}*1], tmm0",
-                            "tilestored [{c1} + {sc}*1], tmm1",
-                            "tilestored [{c2} + {sc}*1], tmm2",
-                            "tilestored [{c3} + {sc}*1], tmm3",
-                            c0 = in(reg) c,
-                            c1 = in(reg) c.add(T),
-                            c2 = in(reg) c.add(T * 2 * T),
-                            c3 = in(reg) c.add(T * 2 * T + T),
-                            sc = in(reg) sc,
-                            options(nostack)
-                        );
-                        let (r0, c0) = (ib * T, jb * T);
-                        let cols = (2 * T).min(n - c0);
-                        let rows = (2 * T).min(m - r0);
-                        if cols == 2 * T {
-                            // 16 lanes at a time (a scalar loop here took ~40% of the kernel).
-                            use std::arch::x86_64::{
-                                _mm512_cvtepi32_ps, _mm512_loadu_ps, _mm512_loadu_si512,
-                                _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
+            let a8 = &*a8;
+            let (sa, sb) = (kp, 64usize);
+            let depth = |ib: usize, jb: usize| {
+                // SAFETY: each tile load reads 16 rows of 64 bytes inside `a8` (mp × kp bytes)
+                // or inside one packed tile of `tiles`; the tiles are configured by `blocks`.
+                unsafe {
+                    let b0 = tiles.as_ptr().add(jb * kt * TILE8);
+                    let b1 = b0.add(kt * TILE8);
+                    let a0 = a8.as_ptr().add(ib * T * kp);
+                    let a1 = a0.add(T * kp);
+                    for t in 0..kt {
+                        macro_rules! step {
+                            ($op:literal) => {
+                                asm!(
+                                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                                    concat!($op, " tmm0, tmm4, tmm6"),
+                                    concat!($op, " tmm1, tmm4, tmm7"),
+                                    concat!($op, " tmm2, tmm5, tmm6"),
+                                    concat!($op, " tmm3, tmm5, tmm7"),
+                                    a0 = in(reg) a0.add(t * TK8),
+                                    a1 = in(reg) a1.add(t * TK8),
+                                    b0 = in(reg) b0.add(t * TILE8),
+                                    b1 = in(reg) b1.add(t * TILE8),
+                                    sa = in(reg) sa,
+                                    sb = in(reg) sb,
+                                    options(nostack, readonly)
+                                )
                             };
-                            let cs = [
-                                _mm512_loadu_ps(scales.as_ptr().add(c0)),
-                                _mm512_loadu_ps(scales.as_ptr().add(c0 + T)),
-                            ];
-                            for r in 0..rows {
-                                let rs = _mm512_set1_ps(row_scale[r0 + r]);
-                                for (h, c) in cs.iter().enumerate() {
-                                    let at = r * 2 * T + h * T;
-                                    let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(
-                                        acc.as_ptr().add(at).cast(),
-                                    ));
-                                    let v = _mm512_mul_ps(_mm512_mul_ps(v, rs), *c);
-                                    _mm512_storeu_ps(block.as_mut_ptr().add(at), v);
-                                }
-                            }
-                        } else {
-                            for r in 0..rows {
-                                let rs = row_scale[r0 + r];
-                                for (cc, (o, &s)) in block[r * 2 * T..][..cols]
-                                    .iter_mut()
-                                    .zip(&acc[r * 2 * T..][..cols])
-                                    .enumerate()
-                                {
-                                    *o = s as f32 * rs * scales[c0 + cc];
-                                }
-                            }
                         }
-                        write_block(dst, &block, (r0, c0), (m, n), e);
+                        if unsigned {
+                            step!("tdpbusd");
+                        } else {
+                            step!("tdpbssd");
+                        }
                     }
                 }
-                asm!("tilerelease", options(nostack, nomem));
-            }
+            };
+            let mut block = [0f32; 4 * T * T];
+            let done = |acc: &[i32; 4 * T * T], r0: usize, c0: usize| {
+                let cols = (2 * T).min(n - c0);
+                let rows = (2 * T).min(m - r0);
+                if cols == 2 * T {
+                    // 16 lanes at a time (a scalar loop here took ~40% of the kernel).
+                    use std::arch::x86_64::{
+                        _mm512_cvtepi32_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps,
+                        _mm512_set1_ps, _mm512_storeu_ps,
+                    };
+                    // SAFETY: AVX-512F is the caller's guarantee; loads and stores stay inside
+                    // `scales` (columns c0 .. c0 + 32 ≤ n), `acc` and `block` (32 × 32).
+                    unsafe {
+                        let cs = [
+                            _mm512_loadu_ps(scales.as_ptr().add(c0)),
+                            _mm512_loadu_ps(scales.as_ptr().add(c0 + T)),
+                        ];
+                        for r in 0..rows {
+                            let rs = _mm512_set1_ps(row_scale[r0 + r]);
+                            for (h, c) in cs.iter().enumerate() {
+                                let at = r * 2 * T + h * T;
+                                let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(
+                                    acc.as_ptr().add(at).cast(),
+                                ));
+                                let v = _mm512_mul_ps(_mm512_mul_ps(v, rs), *c);
+                                _mm512_storeu_ps(block.as_mut_ptr().add(at), v);
+                            }
+                        }
+                    }
+                } else {
+                    for r in 0..rows {
+                        let rs = row_scale[r0 + r];
+                        for (cc, (o, &s)) in block[r * 2 * T..][..cols]
+                            .iter_mut()
+                            .zip(&acc[r * 2 * T..][..cols])
+                            .enumerate()
+                        {
+                            *o = s as f32 * rs * scales[c0 + cc];
+                        }
+                    }
+                }
+                write_block(dst, &block, (r0, c0), (m, n), e);
+            };
+            // SAFETY: `int8_available` (the caller's guarantee) implies `available`; `depth`
+            // runs tile instructions only.
+            unsafe { blocks::<i32>((mp, np), depth, done) };
         });
     }
 
@@ -956,67 +937,93 @@ mod amx {
         let kt = kp / TK;
         debug_assert_eq!(tiles.len(), (np / T) * kt * TILE);
         assert!(a16.len() >= mp * kp, "bf16 rows of A");
-        {
-            let cfg = TileConfig::new();
-            let mut acc = [0f32; 4 * T * T];
-            let (sa, sb, sc) = (kp * 2, 64usize, 2 * T * 4);
-            // SAFETY: the configuration is a valid palette-1 layout; every tile load below reads
-            // 16 rows of 64 bytes inside `a16` (mp × kp) or `tiles` (one packed tile), and each
-            // store writes 16 rows of 64 bytes inside `acc` (32 × 32 f32).
+        let (sa, sb) = (kp * 2, 64usize);
+        let depth = |ib: usize, jb: usize| {
+            // SAFETY: each tile load reads 16 rows of 64 bytes inside `a16` (mp × kp) or inside
+            // one packed tile of `tiles`; the tiles are configured by `blocks`.
             unsafe {
-                asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-                for jb in (0..np / T).step_by(2) {
-                    let (b0, b1) = (
-                        tiles.as_ptr().add(jb * kt * TILE),
-                        tiles.as_ptr().add((jb + 1) * kt * TILE),
+                let b0 = tiles.as_ptr().add(jb * kt * TILE);
+                let b1 = b0.add(kt * TILE);
+                let a0 = a16.as_ptr().add(ib * T * kp);
+                let a1 = a0.add(T * kp);
+                for t in 0..kt {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0.add(t * TK),
+                        a1 = in(reg) a1.add(t * TK),
+                        b0 = in(reg) b0.add(t * TILE),
+                        b1 = in(reg) b1.add(t * TILE),
+                        sa = in(reg) sa,
+                        sb = in(reg) sb,
+                        options(nostack, readonly)
                     );
-                    for ib in (0..mp / T).step_by(2) {
-                        asm!(
-                            "tilezero tmm0",
-                            "tilezero tmm1",
-                            "tilezero tmm2",
-                            "tilezero tmm3",
-                            options(nostack, nomem)
-                        );
-                        let a0 = a16.as_ptr().add(ib * T * kp);
-                        let a1 = a0.add(T * kp);
-                        for t in 0..kt {
-                            asm!(
-                                "tileloadd tmm4, [{a0} + {sa}*1]",
-                                "tileloadd tmm5, [{a1} + {sa}*1]",
-                                "tileloadd tmm6, [{b0} + {sb}*1]",
-                                "tileloadd tmm7, [{b1} + {sb}*1]",
-                                "tdpbf16ps tmm0, tmm4, tmm6",
-                                "tdpbf16ps tmm1, tmm4, tmm7",
-                                "tdpbf16ps tmm2, tmm5, tmm6",
-                                "tdpbf16ps tmm3, tmm5, tmm7",
-                                a0 = in(reg) a0.add(t * TK),
-                                a1 = in(reg) a1.add(t * TK),
-                                b0 = in(reg) b0.add(t * TILE),
-                                b1 = in(reg) b1.add(t * TILE),
-                                sa = in(reg) sa,
-                                sb = in(reg) sb,
-                                options(nostack, readonly)
-                            );
-                        }
-                        let c = acc.as_mut_ptr();
-                        asm!(
-                            "tilestored [{c0} + {sc}*1], tmm0",
-                            "tilestored [{c1} + {sc}*1], tmm1",
-                            "tilestored [{c2} + {sc}*1], tmm2",
-                            "tilestored [{c3} + {sc}*1], tmm3",
-                            c0 = in(reg) c,
-                            c1 = in(reg) c.add(T),
-                            c2 = in(reg) c.add(T * 2 * T),
-                            c3 = in(reg) c.add(T * 2 * T + T),
-                            sc = in(reg) sc,
-                            options(nostack)
-                        );
-                        write_block(dst, &acc, (ib * T, jb * T), (m, n), e);
-                    }
                 }
-                asm!("tilerelease", options(nostack, nomem));
             }
+        };
+        // SAFETY: the caller guarantees the tile state; `depth` runs tile instructions only.
+        unsafe {
+            blocks::<f32>((mp, np), depth, |acc, r0, c0| {
+                write_block(dst, acc, (r0, c0), (m, n), e)
+            })
+        };
+    }
+
+    /// The 2×2-tile loop both kernels share: for each 32×32 block of `C` (`mp × np`, multiples
+    /// of 32), zero the accumulators `tmm0..3`, let `depth(ib, jb)` (the block's first row and
+    /// column tile) multiply into them, store them as 32×32 four-byte sums (f32 or i32) and hand
+    /// those to `done(sums, first row, first column)`.
+    ///
+    /// # Safety
+    /// [`available`] must have returned true; `depth` may use `tmm0..7` as configured here
+    /// (palette 1, every tile 16 rows × 64 bytes) and must leave its sums in `tmm0..3`.
+    #[inline(always)]
+    unsafe fn blocks<S: Copy + Default>(
+        (mp, np): (usize, usize),
+        mut depth: impl FnMut(usize, usize),
+        mut done: impl FnMut(&[S; 4 * T * T], usize, usize),
+    ) {
+        assert_eq!(std::mem::size_of::<S>(), 4, "four-byte sums");
+        let cfg = TileConfig::new();
+        let mut acc = [S::default(); 4 * T * T];
+        let sc = 2 * T * 4;
+        // SAFETY: the configuration is a valid palette-1 layout; each store writes 16 rows of
+        // 64 bytes inside `acc` (32 × 32 four-byte values).
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+            for jb in (0..np / T).step_by(2) {
+                for ib in (0..mp / T).step_by(2) {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    depth(ib, jb);
+                    let c = acc.as_mut_ptr();
+                    asm!(
+                        "tilestored [{c0} + {sc}*1], tmm0",
+                        "tilestored [{c1} + {sc}*1], tmm1",
+                        "tilestored [{c2} + {sc}*1], tmm2",
+                        "tilestored [{c3} + {sc}*1], tmm3",
+                        c0 = in(reg) c,
+                        c1 = in(reg) c.add(T),
+                        c2 = in(reg) c.add(T * 2 * T),
+                        c3 = in(reg) c.add(T * 2 * T + T),
+                        sc = in(reg) sc,
+                        options(nostack)
+                    );
+                    done(&acc, ib * T, jb * T);
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
         }
     }
 
