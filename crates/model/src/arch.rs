@@ -434,6 +434,15 @@ mod tests {
                 "bf16 {low:?} vs candle {b:?}"
             );
         }
+        // In int8 (on AMX-INT8; f32 elsewhere) by the quantisation of weights and activations.
+        let q = folded.to_cpu(crate::cpu::Precision::Int8).unwrap();
+        let quantised = q.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
+        for (l, f) in quantised.iter().zip(&b) {
+            assert!(
+                (l - f).abs() < 5e-2 * f.abs().max(1.0),
+                "int8 {quantised:?} vs candle {b:?}"
+            );
+        }
         assert!(
             net.to_cpu(crate::cpu::Precision::F32).is_err(),
             "a trainable graph has no folded weights"
