@@ -424,24 +424,21 @@ mod tests {
                 "cpu {cpu:?} vs candle {b:?}"
             );
         }
-        // In bf16 (on AMX; f32 where the CPU has none) the logits move by the inputs' rounding
-        // only.
-        let bf = folded.to_cpu(crate::cpu::Precision::Bf16).unwrap();
-        let low = bf.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
-        for (l, f) in low.iter().zip(&b) {
-            assert!(
-                (l - f).abs() < 2e-2 * f.abs().max(1.0),
-                "bf16 {low:?} vs candle {b:?}"
-            );
-        }
-        // In int8 (on AMX-INT8; f32 elsewhere) by the quantisation of weights and activations.
-        let q = folded.to_cpu(crate::cpu::Precision::Int8).unwrap();
-        let quantised = q.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
-        for (l, f) in quantised.iter().zip(&b) {
-            assert!(
-                (l - f).abs() < 5e-2 * f.abs().max(1.0),
-                "int8 {quantised:?} vs candle {b:?}"
-            );
+        // In bf16 (on AMX) the logits move by the inputs' rounding only; in int8 (on AMX-INT8)
+        // by the quantisation of weights and activations (measured ~1% here). Both are f32
+        // where the CPU lacks the unit.
+        for (precision, tolerance) in [
+            (crate::cpu::Precision::Bf16, 2e-2),
+            (crate::cpu::Precision::Int8, 5e-2),
+        ] {
+            let engine = folded.to_cpu(precision).unwrap();
+            let low = engine.forward(&crate::cpu::Nhwc::new(nhwc.clone(), 2, 48, 40, 3));
+            for (l, f) in low.iter().zip(&b) {
+                assert!(
+                    (l - f).abs() < tolerance * f.abs().max(1.0),
+                    "{precision:?} {low:?} vs candle {b:?}"
+                );
+            }
         }
         assert!(
             net.to_cpu(crate::cpu::Precision::F32).is_err(),
