@@ -851,15 +851,15 @@ mod amx {
             _mm512_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
             _mm512_reduce_min_ps, _mm512_set1_ps, _mm_storeu_si128,
         };
-        // One pass: each row's largest magnitude (one horizontal reduction per row) and the
-        // smallest value of all of `A` (reduced once).
-        let mut amaxes = Vec::with_capacity(lhs.len() / k.max(1));
+        // One pass: each row's largest magnitude (one horizontal reduction per row), kept in
+        // `scale` until the levels are known, and the smallest value of all of `A` (reduced
+        // once).
         let mut lowest = f32::INFINITY;
         // SAFETY: every load reads 16 floats of a chunk that holds 16; AVX-512F is the
         // caller's guarantee.
         unsafe {
             let mut vlo = _mm512_set1_ps(f32::INFINITY);
-            for row in lhs.chunks_exact(k) {
+            for (row, sc) in lhs.chunks_exact(k).zip(scale.iter_mut()) {
                 let mut vmax = _mm512_set1_ps(0.0);
                 let mut chunks = row.chunks_exact(16);
                 for c in chunks.by_ref() {
@@ -872,18 +872,18 @@ mod amx {
                     lowest = lowest.min(v);
                     amax = amax.max(v.abs());
                 }
-                amaxes.push(amax);
+                *sc = amax;
             }
             lowest = lowest.min(_mm512_reduce_min_ps(vlo));
         }
         let unsigned = lowest >= 0.0;
         let levels = if unsigned { 255.0 } else { 127.0 };
-        for (((row, dst), &amax), sc) in lhs
+        for ((row, dst), sc) in lhs
             .chunks_exact(k)
             .zip(out.chunks_exact_mut(kp))
-            .zip(&amaxes)
             .zip(scale.iter_mut())
         {
+            let amax = *sc;
             *sc = if amax > 0.0 { amax / levels } else { 0.0 };
             let inv = if amax > 0.0 { levels / amax } else { 0.0 };
             let (vals, pad) = dst.split_at_mut(k);
