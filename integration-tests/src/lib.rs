@@ -399,18 +399,10 @@ impl Collected {
 fn partition_count(consumer: &StreamConsumer, topic: &str) -> i32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let found = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .ok()
-            .and_then(|m| {
-                m.topics()
-                    .iter()
-                    .find(|t| t.name() == topic && t.error().is_none())
-                    .map(|t| t.partitions().len() as i32)
-            })
-            .filter(|&n| n > 0);
-        if let Some(n) = found {
-            return n;
+        let found = lg_ingest::consumer::partitions(consumer, topic, Duration::from_secs(5))
+            .unwrap_or_default();
+        if !found.is_empty() {
+            return found.len() as i32;
         }
         assert!(
             std::time::Instant::now() < deadline,

@@ -148,6 +148,21 @@ pub fn build_consumer(s: &ConsumerSettings) -> Result<GuardConsumer, KafkaError>
     Ok(consumer)
 }
 
+/// The partition ids of `topic` as the broker reports them; empty when it reports none.
+pub fn partitions<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// Stores one partition's position (the next offset to consume) for the next commit.
 pub fn store_position<X: ConsumerContext, C: Consumer<X>>(
     consumer: &C,

@@ -210,21 +210,15 @@ pub async fn read_decisions(brokers: &str, topic: &str) -> anyhow::Result<Vec<Mo
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .create()?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let parts = lg_ingest::consumer::partitions(&consumer, topic, timeout)
         .with_context(|| format!("metadata of {topic}"))?;
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeMap::new();
-    for p in md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions())
-    {
-        let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+    for p in parts {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
         if high > low {
-            open.insert(p.id(), high);
-            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))?;
+            open.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
         }
     }
     let mut out = Vec::new();

@@ -166,15 +166,8 @@ fn plan(
     from: DateTime<Utc>,
 ) -> anyhow::Result<Vec<PartitionRange>> {
     let timeout = Duration::from_secs(10);
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
+    let parts = lg_ingest::consumer::partitions(consumer, topic, timeout)
         .with_context(|| format!("metadata of {topic}"))?;
-    let parts: Vec<i32> = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
     anyhow::ensure!(!parts.is_empty(), "topic {topic} has no partitions");
     let lookup = |ts: DateTime<Utc>| -> anyhow::Result<BTreeMap<i32, Offset>> {
         let mut tpl = TopicPartitionList::new();
