@@ -13,6 +13,9 @@
 //!
 //! The product itself is [`crate::cpu_kernel`]'s: bf16 on the AMX tile unit where the CPU has
 //! one and [`Precision::Bf16`] is asked for, else f32 (an AVX-512 kernel where the CPU has it).
+//! On the tiles, the activations between a bottleneck's three convolutions are bf16: the
+//! epilogue rounds them as it writes them, which is where the next layer would have rounded
+//! them anyway.
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.
@@ -20,13 +23,16 @@
 use rayon::prelude::*;
 
 pub use crate::cpu_kernel::Precision;
-use crate::cpu_kernel::{bf16_rows, matmul_fused, matmul_fused_bf16, to_bf16, Epilogue, PackedB};
+use crate::cpu_kernel::{
+    bf16_rows, matmul_fused, matmul_fused_bf16, to_bf16, Epilogue, Out, PackedB,
+};
 
-/// Activations in NHWC order, contiguous.
+/// Activations in NHWC order, contiguous: f32, or (between the convolutions inside a bottleneck
+/// when they run on the tiles) bf16 bits.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Nhwc {
+pub struct Nhwc<T = f32> {
     /// `n · h · w · c` values.
-    pub data: Vec<f32>,
+    pub data: Vec<T>,
     /// Batch.
     pub n: usize,
     /// Height.
@@ -37,9 +43,9 @@ pub struct Nhwc {
     pub c: usize,
 }
 
-impl Nhwc {
+impl<T> Nhwc<T> {
     /// Wraps `data`, checking its length.
-    pub fn new(data: Vec<f32>, n: usize, h: usize, w: usize, c: usize) -> Self {
+    pub fn new(data: Vec<T>, n: usize, h: usize, w: usize, c: usize) -> Self {
         assert_eq!(data.len(), n * h * w * c, "NHWC buffer length");
         Self { data, n, h, w, c }
     }
@@ -47,14 +53,20 @@ impl Nhwc {
 
 /// Reused activation buffers: one forward pass allocates ~30 MB at batch 8, and fresh
 /// allocations of that size come from the kernel page by page on every pass.
-#[derive(Debug, Default)]
-struct Pool(std::sync::Mutex<Vec<Vec<f32>>>);
+#[derive(Debug)]
+struct Pool<T = f32>(std::sync::Mutex<Vec<Vec<T>>>);
 
-impl Pool {
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<T: Act> Pool<T> {
     /// A buffer of `len` values (contents unspecified). One of exactly `len` values is taken
     /// first: a pass asks for the same sizes every time, and a shorter buffer would be
     /// zero-filled up to `len` (measured: ~5% of a forward pass when only capacity was matched).
-    fn take(&self, len: usize) -> Vec<f32> {
+    fn take(&self, len: usize) -> Vec<T> {
         let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let best = (0..free.len()).find(|&i| free[i].len() == len).or_else(|| {
             (0..free.len())
@@ -66,11 +78,11 @@ impl Pool {
             None => free.pop().unwrap_or_default(),
         };
         drop(free);
-        v.resize(len, 0.0);
+        v.resize(len, T::default());
         v
     }
 
-    fn give(&self, v: Vec<f32>) {
+    fn give(&self, v: Vec<T>) {
         let mut free = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Enough for the live buffers of a few concurrent passes.
         if free.len() < 16 {
@@ -85,29 +97,81 @@ thread_local! {
     static IM2COL16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// How a pass runs: its buffer pool, and whether the work inside each layer is spread over
+/// An activation value: f32, or bf16 (its bits) between layers that both run on the tiles.
+trait Act: Copy + Default + Send + Sync + 'static {
+    /// The pass's pool of buffers of this type.
+    fn pool<'a>(cx: &Cx<'a>) -> &'a Pool<Self>;
+    /// These values as a product's destination.
+    fn out(d: &mut [Self]) -> Out<'_>;
+    /// `s` written into `d` as the tile kernel's bf16 `A`.
+    fn put_bf16(d: &mut [u16], s: &[Self]);
+    /// The values, if they are f32 (the f32 kernels' input).
+    fn f32s(s: &[Self]) -> Option<&[f32]>;
+    /// The values, if they are bf16 already.
+    fn bits(s: &[Self]) -> Option<&[u16]>;
+}
+
+impl Act for f32 {
+    fn pool<'a>(cx: &Cx<'a>) -> &'a Pool<f32> {
+        cx.pool
+    }
+    fn out(d: &mut [f32]) -> Out<'_> {
+        Out::F32(d)
+    }
+    fn put_bf16(d: &mut [u16], s: &[f32]) {
+        to_bf16(s, d);
+    }
+    fn f32s(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn bits(_: &[f32]) -> Option<&[u16]> {
+        None
+    }
+}
+
+impl Act for u16 {
+    fn pool<'a>(cx: &Cx<'a>) -> &'a Pool<u16> {
+        cx.pool16
+    }
+    fn out(d: &mut [u16]) -> Out<'_> {
+        Out::Bf16(d)
+    }
+    fn put_bf16(d: &mut [u16], s: &[u16]) {
+        d.copy_from_slice(s);
+    }
+    fn f32s(_: &[u16]) -> Option<&[f32]> {
+        None
+    }
+    fn bits(s: &[u16]) -> Option<&[u16]> {
+        Some(s)
+    }
+}
+
+/// How a pass runs: its buffer pools, and whether the work inside each layer is spread over
 /// rayon's threads (one image at a time) or stays on the calling thread (images in parallel).
 #[derive(Clone, Copy)]
 struct Cx<'a> {
     pool: &'a Pool,
+    pool16: &'a Pool<u16>,
     parallel: bool,
 }
 
 impl<'a> Cx<'a> {
     #[cfg(test)]
-    fn serial(pool: &'a Pool) -> Self {
+    fn serial(pool: &'a Pool, pool16: &'a Pool<u16>) -> Self {
         Self {
             pool,
+            pool16,
             parallel: false,
         }
     }
 
     /// `f(index, chunk)` over `out` in chunks of `size`.
-    fn for_each_chunk(
+    fn for_each_chunk<T: Send>(
         &self,
-        out: &mut [f32],
+        out: &mut [T],
         size: usize,
-        f: impl Fn(usize, &mut [f32]) + Send + Sync,
+        f: impl Fn(usize, &mut [T]) + Send + Sync,
     ) {
         if self.parallel {
             out.par_chunks_mut(size)
@@ -168,8 +232,21 @@ impl Conv {
         (side + 2 * (self.k / 2) - self.k) / self.stride + 1
     }
 
+    /// Whether the products run on the tiles, so that bf16 activations can come in.
+    fn tiled(&self) -> bool {
+        bf16_rows(&self.weight, 1).is_some()
+    }
+
     /// `act(conv(x) + bias + residual)`, with `residual` (if any) laid out like the output.
-    fn forward(&self, x: &Nhwc, residual: Option<&[f32]>, relu: bool, cx: Cx<'_>) -> Nhwc {
+    /// Input and output are f32 or bf16 ([`Act`]); bf16 on either side only where the
+    /// products run on the tiles ([`Conv::tiled`]).
+    fn forward<I: Act, O: Act>(
+        &self,
+        x: &Nhwc<I>,
+        residual: Option<&[f32]>,
+        relu: bool,
+        cx: Cx<'_>,
+    ) -> Nhwc<O> {
         assert_eq!(x.c, self.cin, "input channels");
         let (oh, ow) = (self.out_side(x.h), self.out_side(x.w));
         let (m, n, kdim) = (x.n * oh * ow, self.cout, self.k * self.k * self.cin);
@@ -178,7 +255,7 @@ impl Conv {
         }
         let direct = self.k == 1 && self.stride == 1;
         let tile = tile_rows(m);
-        let mut out = cx.pool.take(m * n);
+        let mut out = O::pool(&cx).take(m * n);
         cx.for_each_chunk(&mut out, tile * n, |t, dst| {
             let (row0, rows) = (t * tile, dst.len() / n);
             let e = Epilogue {
@@ -186,42 +263,82 @@ impl Conv {
                 residual: residual.map(|r| &r[row0 * n..(row0 + rows) * n]),
                 relu,
             };
-            if direct {
-                let lhs = &x.data[row0 * kdim..(row0 + rows) * kdim];
-                matmul_fused(dst, lhs, &self.weight, rows, e);
-            } else if let Some((stride, padded_rows)) = bf16_rows(&self.weight, rows) {
-                // The tiles take bf16: gather the input runs rounded straight into the kernel's
-                // layout (one pass instead of an f32 copy that the kernel reads back to round).
-                IM2COL16.with_borrow_mut(|col| {
-                    let col = grown(col, padded_rows * stride);
-                    let (body, pad_rows) = col.split_at_mut(rows * stride);
-                    self.gather(x, (oh, ow), row0, body, stride, |d, s| to_bf16(s, d));
-                    pad_rows.fill(0);
-                    matmul_fused_bf16(dst, col, &self.weight, rows, e);
-                });
-            } else {
-                // One im2col buffer per worker thread, reused across tiles and passes.
-                IM2COL.with_borrow_mut(|col| {
-                    let col = grown(col, rows * kdim);
-                    self.gather(x, (oh, ow), row0, col, kdim, <[f32]>::copy_from_slice);
-                    matmul_fused(dst, col, &self.weight, rows, e);
-                });
+            let Some((stride, padded_rows)) = bf16_rows(&self.weight, rows) else {
+                // The f32 kernels: f32 in and out.
+                let (Some(data), Out::F32(dst)) = (I::f32s(&x.data), O::out(dst)) else {
+                    panic!("bf16 activations only between layers on the tiles");
+                };
+                if direct {
+                    let lhs = &data[row0 * kdim..(row0 + rows) * kdim];
+                    matmul_fused(dst, lhs, &self.weight, rows, e);
+                } else {
+                    // One im2col buffer per worker thread, reused across tiles and passes.
+                    IM2COL.with_borrow_mut(|col| {
+                        let col = grown(col, rows * kdim);
+                        let put = <[f32]>::copy_from_slice;
+                        self.gather(data, (x.h, x.w), (oh, ow), row0, col, kdim, put);
+                        matmul_fused(dst, col, &self.weight, rows, e);
+                    });
+                }
+                return;
+            };
+            // A 1×1 stride-1 convolution's `A` is its input's rows.
+            let lhs = || &x.data[row0 * kdim..(row0 + rows) * kdim];
+            let in_layout = direct && stride == kdim && rows == padded_rows;
+            if let Some(a16) = I::bits(&x.data).filter(|_| in_layout) {
+                let a16 = &a16[row0 * kdim..(row0 + rows) * kdim];
+                // bf16 rows already in the kernel's layout: no copy at all.
+                matmul_fused_bf16(O::out(dst), a16, &self.weight, rows, e);
+                return;
             }
+            // The tiles take bf16 rows padded to the kernel's layout: gather the input runs
+            // (im2col) or copy the rows, rounding f32 straight into it (one pass instead of an
+            // f32 copy that the kernel then reads back to round).
+            IM2COL16.with_borrow_mut(|col| {
+                let col = grown(col, padded_rows * stride);
+                let (body, pad_rows) = col.split_at_mut(rows * stride);
+                if direct {
+                    if stride == kdim {
+                        I::put_bf16(body, lhs());
+                    } else {
+                        for (d, s) in body.chunks_exact_mut(stride).zip(lhs().chunks_exact(kdim)) {
+                            let (vals, pad) = d.split_at_mut(kdim);
+                            I::put_bf16(vals, s);
+                            pad.fill(0);
+                        }
+                    }
+                } else {
+                    self.gather(
+                        &x.data,
+                        (x.h, x.w),
+                        (oh, ow),
+                        row0,
+                        body,
+                        stride,
+                        I::put_bf16,
+                    );
+                }
+                pad_rows.fill(0);
+                matmul_fused_bf16(O::out(dst), col, &self.weight, rows, e);
+            });
         });
         Nhwc::new(out, x.n, oh, ow, n)
     }
 
-    /// im2col: the input runs of output pixels `row0 ..` (as many as `col` holds at `stride`
-    /// values per row), each run written by `put`, zero where the window hangs over the padding
-    /// and from the row's `k·k·cin` values up to `stride`.
-    fn gather<T: Copy + Default>(
+    /// im2col over `x` (`h × w` images of `cin` channels): the input runs of output pixels
+    /// `row0 ..` (as many as `col` holds at `stride` values per row), each run written by `put`,
+    /// zero where the window hangs over the padding and from the row's `k·k·cin` values up to
+    /// `stride`.
+    #[allow(clippy::too_many_arguments)]
+    fn gather<S: Copy, T: Copy + Default>(
         &self,
-        x: &Nhwc,
+        x: &[S],
+        (h, w): (usize, usize),
         (oh, ow): (usize, usize),
         row0: usize,
         col: &mut [T],
         stride: usize,
-        put: impl Fn(&mut [T], &[f32]),
+        put: impl Fn(&mut [T], &[S]),
     ) {
         let (k, cin) = (self.k, self.cin);
         let pad = (k / 2) as isize;
@@ -231,14 +348,27 @@ impl Conv {
             let (oy, ox) = (rem / ow, rem % ow);
             let (runs, tail) = dst.split_at_mut(k * k * cin);
             tail.fill(T::default());
+            let ix0 = (ox * self.stride) as isize - pad;
             for ky in 0..k {
                 let iy = (oy * self.stride + ky) as isize - pad;
-                for kx in 0..k {
-                    let ix = (ox * self.stride + kx) as isize - pad;
-                    let d = &mut runs[(ky * k + kx) * cin..][..cin];
-                    if (0..x.h as isize).contains(&iy) && (0..x.w as isize).contains(&ix) {
-                        let at = ((b * x.h + iy as usize) * x.w + ix as usize) * cin;
-                        put(d, &x.data[at..at + cin]);
+                let row = &mut runs[ky * k * cin..][..k * cin];
+                if !(0..h as isize).contains(&iy) {
+                    row.fill(T::default());
+                    continue;
+                }
+                let line = (b * h + iy as usize) * w;
+                if ix0 >= 0 && ix0 as usize + k <= w {
+                    // The window's row inside the image: its `k` pixels are one run (one
+                    // call instead of `k`; the stem's runs are 3 values each).
+                    let at = (line + ix0 as usize) * cin;
+                    put(row, &x[at..at + k * cin]);
+                    continue;
+                }
+                for (kx, d) in row.chunks_exact_mut(cin).enumerate() {
+                    let ix = ix0 + kx as isize;
+                    if (0..w as isize).contains(&ix) {
+                        let at = (line + ix as usize) * cin;
+                        put(d, &x[at..at + cin]);
                     } else {
                         d.fill(T::default());
                     }
@@ -257,10 +387,12 @@ fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
 }
 
 /// Output pixels per tile: large enough for an efficient GEMM, small enough to keep the tile in
-/// cache and to give every thread several tiles.
+/// cache and to give every thread several tiles; a multiple of 32, the tile kernel's block of
+/// rows (at 28×28 pixels an unrounded 98 made it compute 128 rows per tile, 30% of them
+/// padding).
 fn tile_rows(m: usize) -> usize {
     let per_thread = m / (4 * rayon::current_num_threads()).max(1);
-    per_thread.clamp(32, 256)
+    per_thread.clamp(32, 256) / 32 * 32
 }
 
 /// A ResNet bottleneck block.
@@ -278,19 +410,32 @@ pub struct Block {
 
 impl Block {
     fn forward(&self, x: &Nhwc, cx: Cx<'_>) -> Nhwc {
-        let y1 = self.c1.forward(x, None, true, cx);
-        let y2 = self.c2.forward(&y1, None, true, cx);
-        cx.pool.give(y1.data);
+        // Inside the block, where all three convolutions run on the tiles, the activations
+        // stay bf16 from one to the next: the epilogue rounds them as it writes (what the next
+        // layer would otherwise do in a pass of its own) and they take half the memory. The
+        // block's output stays f32: it is also the next block's residual.
+        if [&self.c1, &self.c2, &self.c3].iter().all(|c| c.tiled()) {
+            self.forward_via::<u16>(x, cx)
+        } else {
+            self.forward_via::<f32>(x, cx)
+        }
+    }
+
+    /// [`Block::forward`] with the activations between the convolutions in `T`.
+    fn forward_via<T: Act>(&self, x: &Nhwc, cx: Cx<'_>) -> Nhwc {
+        let y1: Nhwc<T> = self.c1.forward(x, None, true, cx);
+        let y2: Nhwc<T> = self.c2.forward(&y1, None, true, cx);
+        T::pool(&cx).give(y1.data);
         let out = match &self.downsample {
             Some(d) => {
-                let identity = d.forward(x, None, false, cx);
+                let identity: Nhwc = d.forward(x, None, false, cx);
                 let out = self.c3.forward(&y2, Some(&identity.data), true, cx);
                 cx.pool.give(identity.data);
                 out
             }
             None => self.c3.forward(&y2, Some(&x.data), true, cx),
         };
-        cx.pool.give(y2.data);
+        T::pool(&cx).give(y2.data);
         out
     }
 }
@@ -303,6 +448,7 @@ pub struct CpuNpr {
     fc_weight: Vec<f32>,
     fc_bias: f32,
     pool: Pool,
+    pool16: Pool<u16>,
 }
 
 impl CpuNpr {
@@ -315,6 +461,7 @@ impl CpuNpr {
             fc_weight,
             fc_bias,
             pool: Pool::default(),
+            pool16: Pool::default(),
         }
     }
 
@@ -332,6 +479,7 @@ impl CpuNpr {
         let across_images = x.n >= rayon::current_num_threads();
         let cx = Cx {
             pool: &self.pool,
+            pool16: &self.pool16,
             parallel: !across_images,
         };
         let one = |data: &[f32]| self.forward_one(data, x.h, x.w, cx);
@@ -345,7 +493,7 @@ impl CpuNpr {
     fn forward_one(&self, data: &[f32], h: usize, w: usize, cx: Cx<'_>) -> Vec<f32> {
         let n = 1;
         let r = npr_residual(data, (n, h, w, 3), cx);
-        let s = self.stem.forward(&r, None, true, cx);
+        let s: Nhwc = self.stem.forward(&r, None, true, cx);
         cx.pool.give(r.data);
         let mut x = max_pool_3s2(&s, cx);
         cx.pool.give(s.data);
@@ -491,19 +639,20 @@ mod tests {
                 let xr = Nhwc::new(rounded(&x.data), x.n, x.h, x.w, x.c);
                 let want = reference_conv(&xr, &rounded(&wt), &bias, k, s);
                 let res = ramp(want.data.len(), 5);
-                let pool = Pool::default();
+                let (pool, pool16) = (Pool::default(), Pool::default());
                 for parallel in [false, true] {
                     let cx = Cx {
                         pool: &pool,
+                        pool16: &pool16,
                         parallel,
                     };
-                    let got = conv.forward(&x, None, false, cx);
+                    let got: Nhwc = conv.forward(&x, None, false, cx);
                     assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
                     for (g, w) in got.data.iter().zip(&want.data) {
                         assert!((g - w).abs() < 1e-4, "{precision:?} k{k} s{s}: {g} vs {w}");
                     }
                     // Residual and ReLU fused.
-                    let got = conv.forward(&x, Some(&res), true, cx);
+                    let got: Nhwc = conv.forward(&x, Some(&res), true, cx);
                     for ((g, w), r) in got.data.iter().zip(&want.data).zip(&res) {
                         assert!((g - (w + r).max(0.0)).abs() < 1e-4);
                     }
@@ -513,9 +662,66 @@ mod tests {
     }
 
     #[test]
+    fn bf16_between_a_blocks_convolutions_changes_no_value() {
+        // Rounding in the epilogue (bf16 activations) or in the next layer's gather or copy
+        // (f32 activations) is the same rounding of the same sums: the outputs are identical.
+        let conv = |cin, cout, k, stride, seed| {
+            let w = ramp(cout * cin * k * k, seed)
+                .iter()
+                .map(|v| v * 0.2)
+                .collect::<Vec<_>>();
+            Conv::from_oihw(
+                &w,
+                ramp(cout, seed + 1),
+                (cout, cin, k),
+                stride,
+                Precision::Bf16,
+            )
+        };
+        // 2 × 9 × 9 pixels: 162 rows, so the last tile of rows is a partial block (copied and
+        // padded) and the others are read in place.
+        let plain = Block {
+            c1: conv(64, 32, 1, 1, 1),
+            c2: conv(32, 32, 3, 1, 2),
+            c3: conv(32, 64, 1, 1, 3),
+            downsample: None,
+        };
+        let strided = Block {
+            c1: conv(64, 32, 1, 1, 4),
+            c2: conv(32, 32, 3, 2, 5),
+            c3: conv(32, 128, 1, 1, 6),
+            downsample: Some(conv(64, 128, 1, 2, 7)),
+        };
+        if !plain.c1.tiled() {
+            eprintln!("no AMX-BF16 on this CPU: the blocks run in f32 only");
+            return;
+        }
+        let x = Nhwc::new(ramp(2 * 9 * 9 * 64, 9), 2, 9, 9, 64);
+        let (pool, pool16) = (Pool::default(), Pool::default());
+        for parallel in [false, true] {
+            let cx = Cx {
+                pool: &pool,
+                pool16: &pool16,
+                parallel,
+            };
+            for block in [&plain, &strided] {
+                let via_f32 = block.forward_via::<f32>(&x, cx);
+                let via_bf16 = block.forward_via::<u16>(&x, cx);
+                assert_eq!(via_bf16, via_f32);
+                assert!(
+                    via_f32.data.iter().any(|&v| v > 0.0),
+                    "a block that computes"
+                );
+                // The block runs the bf16 path where its convolutions are on the tiles.
+                assert_eq!(block.forward(&x, cx), via_bf16);
+            }
+        }
+    }
+
+    #[test]
     fn max_pool_takes_the_window_maximum() {
         let x = Nhwc::new((0..25).map(|v| v as f32).collect(), 1, 5, 5, 1);
-        let y = max_pool_3s2(&x, Cx::serial(&Pool::default()));
+        let y = max_pool_3s2(&x, Cx::serial(&Pool::default(), &Pool::default()));
         assert_eq!((y.h, y.w), (3, 3));
         // Output (oy, ox) covers rows 2oy-1..=2oy+1 clipped; the bottom-right of the window wins.
         assert_eq!(y.data, vec![6., 8., 9., 16., 18., 19., 21., 23., 24.]);

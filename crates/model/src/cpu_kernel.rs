@@ -199,6 +199,22 @@ pub fn peak_gflops(threads: usize, seconds: f64, precision: Precision) -> f64 {
     2.0 * (m * k * n) as f64 * done as f64 / started.elapsed().as_secs_f64() / 1e9
 }
 
+/// Where a product's rows go: f32, or rounded to bf16 for a next layer that runs on the tiles.
+#[derive(Debug)]
+pub(crate) enum Out<'a> {
+    F32(&'a mut [f32]),
+    Bf16(&'a mut [u16]),
+}
+
+impl Out<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Out::F32(d) => d.len(),
+            Out::Bf16(d) => d.len(),
+        }
+    }
+}
+
 /// What is added to the product, and the activation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
@@ -305,13 +321,7 @@ pub(crate) fn bf16_scalar(x: f32) -> u16 {
 
 /// [`matmul_fused`] with `A` given in bf16, laid out as [`bf16_rows`] says (every value past
 /// `m × k` zero). Only for weights that run on the tiles.
-pub(crate) fn matmul_fused_bf16(
-    dst: &mut [f32],
-    a16: &[u16],
-    b: &PackedB,
-    m: usize,
-    e: Epilogue<'_>,
-) {
+pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize, e: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
     let (kp, mp) = bf16_rows(b, m).expect("weights packed for the tiles");
     assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
@@ -504,7 +514,7 @@ mod amx {
     //! (depth), a `B` tile 16 depth pairs × 16 columns × 2 bf16 (the pairs interleaved, as
     //! `tdpbf16ps` wants them), a `C` tile 16 × 16 f32. Registers: `tmm0..3` accumulate a 32×32
     //! block of `C`, `tmm4/5` hold two `A` tiles, `tmm6/7` two `B` tiles.
-    use super::Epilogue;
+    use super::{Epilogue, Out};
     use std::arch::asm;
     use std::cell::RefCell;
     use std::sync::OnceLock;
@@ -532,7 +542,13 @@ mod amx {
                 (max, std::arch::x86_64::__cpuid_count(7, 0).edx)
             };
             let (tile, bf16) = (edx & (1 << 24) != 0, edx & (1 << 22) != 0);
-            max_leaf >= 7 && tile && bf16 && request_tile_permission()
+            // The epilogue rounds to bf16 with AVX512-BF16 (every CPU with AMX-BF16 has it).
+            max_leaf >= 7
+                && tile
+                && bf16
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+                && request_tile_permission()
         })
     }
 
@@ -654,7 +670,7 @@ mod amx {
             }
             pad_rows.fill(0);
             // SAFETY: `a16` is `A` in the layout `multiply` reads; the rest is the caller's.
-            unsafe { multiply(dst, a16, tiles, (m, n, k), e) }
+            unsafe { multiply(Out::F32(dst), a16, tiles, (m, n, k), e) }
         });
     }
 
@@ -721,7 +737,7 @@ mod amx {
     /// [`int8_available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k`
     /// floats, `tiles` and `scales` must be [`pack_i8`]'s output for `k × n`, and the
     /// epilogue's slices `n` and `m×n`.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn matmul_i8(
         dst: &mut [f32],
         lhs: &[f32],
@@ -733,6 +749,7 @@ mod amx {
         let (kp, mp, np) = (up(k, TK8), up(m, 2 * T), up(n, 2 * T));
         let kt = kp / TK8;
         assert!(tiles.len() == (np / T) * kt * TILE8 && scales.len() == n);
+        let mut out = Out::F32(dst);
         A8.with_borrow_mut(|(a8, row_scale)| {
             if a8.len() < mp * kp {
                 a8.resize(mp * kp, 0);
@@ -824,7 +841,8 @@ mod amx {
                         }
                     }
                 }
-                write_block(dst, &block, (r0, c0), (m, n), e);
+                // SAFETY: `int8_available` implies `available`, which checked AVX512-BF16.
+                unsafe { write_block(&mut out, &block, (r0, c0), (m, n), e) };
             };
             // SAFETY: `int8_available` (the caller's guarantee) implies `available`; `depth`
             // runs tile instructions only.
@@ -925,9 +943,9 @@ mod amx {
     ///
     /// # Safety
     /// As for [`matmul`], with `a16` in place of `lhs`.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn multiply(
-        dst: &mut [f32],
+        mut dst: Out<'_>,
         a16: &[u16],
         tiles: &[u16],
         (m, n, k): (usize, usize, usize),
@@ -970,7 +988,9 @@ mod amx {
         // SAFETY: the caller guarantees the tile state; `depth` runs tile instructions only.
         unsafe {
             blocks::<f32>((mp, np), depth, |acc, r0, c0| {
-                write_block(dst, acc, (r0, c0), (m, n), e)
+                // `available` (the caller's guarantee) checked AVX512-BF16; the shapes are the
+                // caller's.
+                write_block(&mut dst, acc, (r0, c0), (m, n), e)
             })
         };
     }
@@ -1076,36 +1096,81 @@ mod amx {
     }
 
     /// `dst[r0.., c0..]` (the part of the 32×32 block inside `m × n`) = act(acc + bias +
-    /// residual).
-    #[inline]
-    fn write_block(
-        dst: &mut [f32],
+    /// residual), stored as f32 or rounded to bf16 (to nearest even, as [`to_bf16`]). A full
+    /// 32-column block (every block of the network's layers) runs on AVX-512, two vectors per
+    /// row; a partial one value by value.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-BF16 must be available ([`available`] checks both); `dst` must hold
+    /// `m × n` values, and the epilogue's slices `n` and `m × n`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn write_block(
+        dst: &mut Out<'_>,
         acc: &[f32; 4 * T * T],
         (r0, c0): (usize, usize),
         (m, n): (usize, usize),
         e: Epilogue<'_>,
     ) {
-        let cols = (2 * T).min(n - c0);
-        for r in 0..(2 * T).min(m - r0) {
-            let at = (r0 + r) * n + c0;
-            let out = &mut dst[at..at + cols];
-            let sums = &acc[r * 2 * T..][..cols];
-            let bias = &e.bias[c0..c0 + cols];
-            match e.residual {
-                Some(res) => {
-                    let res = &res[at..at + cols];
-                    for (((o, s), b), x) in out.iter_mut().zip(sums).zip(bias).zip(res) {
-                        *o = s + b + x;
+        use std::arch::x86_64::{
+            __m256i, _mm256_storeu_si256, _mm512_add_ps, _mm512_cvtneps_pbh, _mm512_loadu_ps,
+            _mm512_max_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        };
+        let (rows, cols) = ((2 * T).min(m - r0), (2 * T).min(n - c0));
+        debug_assert!(dst.len() == m * n && e.residual.is_none_or(|r| r.len() == m * n));
+        if cols < 2 * T {
+            for r in 0..rows {
+                let at = (r0 + r) * n + c0;
+                for c in 0..cols {
+                    let mut v = acc[r * 2 * T + c] + e.bias[c0 + c];
+                    if let Some(res) = e.residual {
+                        v += res[at + c];
                     }
-                }
-                None => {
-                    for ((o, s), b) in out.iter_mut().zip(sums).zip(bias) {
-                        *o = s + b;
+                    if e.relu {
+                        v = v.max(0.0);
+                    }
+                    match dst {
+                        Out::F32(d) => d[at + c] = v,
+                        Out::Bf16(d) => d[at + c] = bf16(v),
                     }
                 }
             }
-            if e.relu {
-                out.iter_mut().for_each(|v| *v = v.max(0.0));
+            return;
+        }
+        // SAFETY: the caller guarantees the instructions and the lengths: each row reads 32
+        // sums inside `acc`, 32 biases at `c0 + 32 <= n`, and reads (residual) and writes
+        // (`dst`) 32 values at `(r0 + r)·n + c0 .. + 32 <= m·n`.
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            let bias = e.bias.as_ptr().add(c0);
+            let (b0, b1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(T)));
+            for r in 0..rows {
+                let at = (r0 + r) * n + c0;
+                let s = acc.as_ptr().add(r * 2 * T);
+                let mut v0 = _mm512_add_ps(_mm512_loadu_ps(s), b0);
+                let mut v1 = _mm512_add_ps(_mm512_loadu_ps(s.add(T)), b1);
+                if let Some(res) = e.residual {
+                    let x = res.as_ptr().add(at);
+                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(x));
+                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(x.add(T)));
+                }
+                if e.relu {
+                    v0 = _mm512_max_ps(v0, zero);
+                    v1 = _mm512_max_ps(v1, zero);
+                }
+                match dst {
+                    Out::F32(d) => {
+                        let o = d.as_mut_ptr().add(at);
+                        _mm512_storeu_ps(o, v0);
+                        _mm512_storeu_ps(o.add(T), v1);
+                    }
+                    Out::Bf16(d) => {
+                        let o = d.as_mut_ptr().add(at);
+                        let h0: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v0));
+                        let h1: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v1));
+                        _mm256_storeu_si256(o.cast(), h0);
+                        _mm256_storeu_si256(o.add(T).cast(), h1);
+                    }
+                }
             }
         }
     }
