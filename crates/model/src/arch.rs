@@ -424,7 +424,7 @@ mod tests {
                 "cpu {cpu:?} vs candle {b:?}"
             );
         }
-        // In bf16 (on AMX) the logits move by the inputs' rounding only; in int8 (on AMX-INT8)
+        // In bf16 (on AMX) the logits move by the rounding of inputs and activations; in int8 (on AMX-INT8)
         // by the quantisation of weights and activations (measured ~1% here). Both are f32
         // where the CPU lacks the unit.
         for (precision, tolerance) in [

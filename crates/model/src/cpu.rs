@@ -13,9 +13,9 @@
 //!
 //! The product itself is [`crate::cpu_kernel`]'s: bf16 on the AMX tile unit where the CPU has
 //! one and [`Precision::Bf16`] is asked for, else f32 (an AVX-512 kernel where the CPU has it).
-//! On the tiles, the activations between a bottleneck's three convolutions are bf16: the
+//! On the tiles, the activations from the first block's output on are bf16 (sums in f32): the
 //! epilogue rounds them as it writes them, which is where the next layer would have rounded
-//! them anyway.
+//! them anyway, and they take half the memory traffic.
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.
@@ -109,6 +109,26 @@ trait Act: Copy + Default + Send + Sync + 'static {
     fn f32s(s: &[Self]) -> Option<&[f32]>;
     /// The values, if they are bf16 already.
     fn bits(s: &[Self]) -> Option<&[u16]>;
+    /// The values as an epilogue's residual.
+    fn res(s: &[Self]) -> Res<'_>;
+    /// One value as f32.
+    fn to_f32(v: Self) -> f32;
+}
+
+/// A residual branch, f32 or bf16.
+#[derive(Clone, Copy)]
+enum Res<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl Res<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Res::F32(r) => r.len(),
+            Res::Bf16(r) => r.len(),
+        }
+    }
 }
 
 impl Act for f32 {
@@ -127,6 +147,12 @@ impl Act for f32 {
     fn bits(_: &[f32]) -> Option<&[u16]> {
         None
     }
+    fn res(s: &[f32]) -> Res<'_> {
+        Res::F32(s)
+    }
+    fn to_f32(v: f32) -> f32 {
+        v
+    }
 }
 
 impl Act for u16 {
@@ -144,6 +170,12 @@ impl Act for u16 {
     }
     fn bits(s: &[u16]) -> Option<&[u16]> {
         Some(s)
+    }
+    fn res(s: &[u16]) -> Res<'_> {
+        Res::Bf16(s)
+    }
+    fn to_f32(v: u16) -> f32 {
+        f32::from_bits(u32::from(v) << 16)
     }
 }
 
@@ -243,7 +275,7 @@ impl Conv {
     fn forward<I: Act, O: Act>(
         &self,
         x: &Nhwc<I>,
-        residual: Option<&[f32]>,
+        residual: Option<Res<'_>>,
         relu: bool,
         cx: Cx<'_>,
     ) -> Nhwc<O> {
@@ -258,9 +290,16 @@ impl Conv {
         let mut out = O::pool(&cx).take(m * n);
         cx.for_each_chunk(&mut out, tile * n, |t, dst| {
             let (row0, rows) = (t * tile, dst.len() / n);
+            let span = row0 * n..(row0 + rows) * n;
+            let (res32, res16) = match residual {
+                Some(Res::F32(r)) => (Some(&r[span]), None),
+                Some(Res::Bf16(r)) => (None, Some(&r[span])),
+                None => (None, None),
+            };
             let e = Epilogue {
                 bias: &self.bias,
-                residual: residual.map(|r| &r[row0 * n..(row0 + rows) * n]),
+                residual: res32,
+                residual16: res16,
                 relu,
             };
             let Some((stride, padded_rows)) = bf16_rows(&self.weight, rows) else {
@@ -409,31 +448,39 @@ pub struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Nhwc, cx: Cx<'_>) -> Nhwc {
-        // Inside the block, where all three convolutions run on the tiles, the activations
-        // stay bf16 from one to the next: the epilogue rounds them as it writes (what the next
-        // layer would otherwise do in a pass of its own) and they take half the memory. The
-        // block's output stays f32: it is also the next block's residual.
-        if [&self.c1, &self.c2, &self.c3].iter().all(|c| c.tiled()) {
-            self.forward_via::<u16>(x, cx)
+    /// Whether all of the block's convolutions run on the tiles.
+    fn tiled(&self) -> bool {
+        [&self.c1, &self.c2, &self.c3]
+            .into_iter()
+            .chain(&self.downsample)
+            .all(Conv::tiled)
+    }
+
+    /// The block, from `I` to `O` (bf16 on either side only where it is [`Block::tiled`]).
+    fn forward<I: Act, O: Act>(&self, x: &Nhwc<I>, cx: Cx<'_>) -> Nhwc<O> {
+        // Where the convolutions run on the tiles, the activations between them are bf16: the
+        // epilogue rounds them as it writes them, which is what the next layer would otherwise
+        // do in a pass of its own, and they take half the memory.
+        if self.tiled() {
+            self.forward_via::<I, u16, O>(x, cx)
         } else {
-            self.forward_via::<f32>(x, cx)
+            self.forward_via::<I, f32, O>(x, cx)
         }
     }
 
     /// [`Block::forward`] with the activations between the convolutions in `T`.
-    fn forward_via<T: Act>(&self, x: &Nhwc, cx: Cx<'_>) -> Nhwc {
+    fn forward_via<I: Act, T: Act, O: Act>(&self, x: &Nhwc<I>, cx: Cx<'_>) -> Nhwc<O> {
         let y1: Nhwc<T> = self.c1.forward(x, None, true, cx);
         let y2: Nhwc<T> = self.c2.forward(&y1, None, true, cx);
         T::pool(&cx).give(y1.data);
         let out = match &self.downsample {
             Some(d) => {
-                let identity: Nhwc = d.forward(x, None, false, cx);
-                let out = self.c3.forward(&y2, Some(&identity.data), true, cx);
-                cx.pool.give(identity.data);
+                let identity: Nhwc<O> = d.forward(x, None, false, cx);
+                let out = self.c3.forward(&y2, Some(O::res(&identity.data)), true, cx);
+                O::pool(&cx).give(identity.data);
                 out
             }
-            None => self.c3.forward(&y2, Some(&x.data), true, cx),
+            None => self.c3.forward(&y2, Some(I::res(&x.data)), true, cx),
         };
         T::pool(&cx).give(y2.data);
         out
@@ -495,27 +542,52 @@ impl CpuNpr {
         let r = npr_residual(data, (n, h, w, 3), cx);
         let s: Nhwc = self.stem.forward(&r, None, true, cx);
         cx.pool.give(r.data);
-        let mut x = max_pool_3s2(&s, cx);
+        let x = max_pool_3s2(&s, cx);
         cx.pool.give(s.data);
-        for b in &self.blocks {
-            let y = b.forward(&x, cx);
-            cx.pool.give(std::mem::replace(&mut x, y).data);
+        // Where every block runs on the tiles, the activations between the blocks (each
+        // block's output, the next one's input and residual) are bf16 too, as in bf16
+        // inference elsewhere: sums in f32, activations stored in bf16.
+        if self.blocks.iter().all(Block::tiled) {
+            self.blocks_and_head::<u16>(x, cx)
+        } else {
+            self.blocks_and_head::<f32>(x, cx)
         }
+    }
+
+    /// The blocks on `x` (the max-pool's output), with their outputs in `T`, then the head.
+    fn blocks_and_head<T: Act>(&self, x: Nhwc, cx: Cx<'_>) -> Vec<f32> {
+        let Some((first, rest)) = self.blocks.split_first() else {
+            let logits = self.head(&x);
+            cx.pool.give(x.data);
+            return logits;
+        };
+        let mut y: Nhwc<T> = first.forward(&x, cx);
+        cx.pool.give(x.data);
+        for b in rest {
+            let next = b.forward(&y, cx);
+            T::pool(&cx).give(std::mem::replace(&mut y, next).data);
+        }
+        let logits = self.head(&y);
+        T::pool(&cx).give(y.data);
+        logits
+    }
+
+    /// Global average pooling and the final linear layer.
+    fn head<T: Act>(&self, x: &Nhwc<T>) -> Vec<f32> {
         let pixels = (x.h * x.w) as f32;
-        let logits = x
-            .data
+        x.data
             .chunks_exact(x.h * x.w * x.c)
             .map(|img| {
                 let mut mean = vec![0f32; x.c];
                 for px in img.chunks_exact(x.c) {
-                    mean.iter_mut().zip(px).for_each(|(m, v)| *m += v);
+                    mean.iter_mut()
+                        .zip(px)
+                        .for_each(|(m, &v)| *m += T::to_f32(v));
                 }
                 let dot: f32 = mean.iter().zip(&self.fc_weight).map(|(m, w)| m * w).sum();
                 dot / pixels + self.fc_bias
             })
-            .collect();
-        cx.pool.give(x.data);
-        logits
+            .collect()
     }
 }
 
@@ -652,7 +724,7 @@ mod tests {
                         assert!((g - w).abs() < 1e-4, "{precision:?} k{k} s{s}: {g} vs {w}");
                     }
                     // Residual and ReLU fused.
-                    let got: Nhwc = conv.forward(&x, Some(&res), true, cx);
+                    let got: Nhwc = conv.forward(&x, Some(Res::F32(&res)), true, cx);
                     for ((g, w), r) in got.data.iter().zip(&want.data).zip(&res) {
                         assert!((g - (w + r).max(0.0)).abs() < 1e-4);
                     }
@@ -662,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn bf16_between_a_blocks_convolutions_changes_no_value() {
+    fn bf16_between_and_inside_blocks_is_the_rounding_of_f32() {
         // Rounding in the epilogue (bf16 activations) or in the next layer's gather or copy
         // (f32 activations) is the same rounding of the same sums: the outputs are identical.
         let conv = |cin, cout, k, stride, seed| {
@@ -704,16 +776,45 @@ mod tests {
                 pool16: &pool16,
                 parallel,
             };
+            let mut x16 = vec![0u16; x.data.len()];
+            to_bf16(&x.data, &mut x16);
+            let x16 = Nhwc::new(x16, x.n, x.h, x.w, x.c);
+            let xr = Nhwc::new(
+                x16.data.iter().map(|&v| u16::to_f32(v)).collect(),
+                2,
+                9,
+                9,
+                64,
+            );
+            let round = |y: &Nhwc| {
+                y.data
+                    .iter()
+                    .map(|&v| crate::cpu_kernel::bf16_scalar(v))
+                    .collect::<Vec<_>>()
+            };
             for block in [&plain, &strided] {
-                let via_f32 = block.forward_via::<f32>(&x, cx);
-                let via_bf16 = block.forward_via::<u16>(&x, cx);
+                let via_f32: Nhwc = block.forward_via::<f32, f32, f32>(&x, cx);
+                let via_bf16: Nhwc = block.forward_via::<f32, u16, f32>(&x, cx);
                 assert_eq!(via_bf16, via_f32);
                 assert!(
                     via_f32.data.iter().any(|&v| v > 0.0),
                     "a block that computes"
                 );
                 // The block runs the bf16 path where its convolutions are on the tiles.
-                assert_eq!(block.forward(&x, cx), via_bf16);
+                assert_eq!(block.forward::<f32, f32>(&x, cx), via_bf16);
+                // bf16 in and out (between blocks): the f32 path on the rounded input, rounded
+                // once at the end; exactly so where the residual is the input itself, within
+                // bf16's precision where it is a projection (rounded to bf16 before the add).
+                let want = round(&block.forward_via::<f32, u16, f32>(&xr, cx));
+                let got: Nhwc<u16> = block.forward(&x16, cx);
+                if block.downsample.is_none() {
+                    assert_eq!(got.data, want);
+                } else {
+                    for (&g, &w) in got.data.iter().zip(&want) {
+                        let (g, w) = (u16::to_f32(g), u16::to_f32(w));
+                        assert!((g - w).abs() <= 0.02 * w.abs().max(1.0), "{g} vs {w}");
+                    }
+                }
             }
         }
     }

@@ -55,12 +55,13 @@ impl Precision {
         }
     }
 
-    /// What the model version is marked with when this precision runs here (`bf16` or
+    /// What the model version is marked with when this precision runs here (`bf16a` or
     /// `int8`), so scores of different arithmetic never share a cache entry or a decision id;
-    /// `None` where the products are f32.
+    /// `None` where the products are f32. `bf16a`: bf16 products and bf16 activations between
+    /// the layers (until 2026-12 the activations between blocks were f32, marked `bf16`).
     pub fn version_mark(self) -> Option<&'static str> {
         match self.kernel() {
-            "amx-bf16" => Some("bf16"),
+            "amx-bf16" => Some("bf16a"),
             "amx-int8" => Some("int8"),
             _ => None,
         }
@@ -173,6 +174,7 @@ pub fn peak_gflops(threads: usize, seconds: f64, precision: Precision) -> f64 {
     let e = Epilogue {
         bias: &bias,
         residual: None,
+        residual16: None,
         relu: false,
     };
     let started = std::time::Instant::now();
@@ -222,6 +224,8 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) bias: &'a [f32],
     /// Laid out like the output (a residual branch), if any.
     pub(crate) residual: Option<&'a [f32]>,
+    /// The same in bf16 (only for the tile kernel, and never with `residual`).
+    pub(crate) residual16: Option<&'a [u16]>,
     /// Apply ReLU.
     pub(crate) relu: bool,
 }
@@ -231,6 +235,7 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     let (k, n) = (b.k, b.n);
     assert!(dst.len() == m * n && lhs.len() == m * k, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
+    assert!(e.residual16.is_none(), "a bf16 residual only with bf16 `A`");
     #[cfg(target_arch = "x86_64")]
     if let Some(tiles) = &b.tiles {
         // SAFETY: `tiles` exists only when `amx::available()` saw the CPU's AMX-BF16 and got the
@@ -326,6 +331,14 @@ pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize
     let (kp, mp) = bf16_rows(b, m).expect("weights packed for the tiles");
     assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
+    assert!(
+        e.residual16.is_none_or(|r| r.len() == m * n),
+        "bf16 residual shape"
+    );
+    assert!(
+        e.residual.is_none() || e.residual16.is_none(),
+        "one residual"
+    );
     #[cfg(target_arch = "x86_64")]
     if let Some(tiles) = &b.tiles {
         // SAFETY: as in `matmul_fused`; `a16` was checked to hold the padded rows.
@@ -1112,11 +1125,13 @@ mod amx {
         e: Epilogue<'_>,
     ) {
         use std::arch::x86_64::{
-            __m256i, _mm256_storeu_si256, _mm512_add_ps, _mm512_cvtneps_pbh, _mm512_loadu_ps,
-            _mm512_max_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+            __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _mm512_add_ps, _mm512_castsi512_ps,
+            _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_loadu_ps, _mm512_max_ps,
+            _mm512_setzero_ps, _mm512_slli_epi32, _mm512_storeu_ps,
         };
         let (rows, cols) = ((2 * T).min(m - r0), (2 * T).min(n - c0));
         debug_assert!(dst.len() == m * n && e.residual.is_none_or(|r| r.len() == m * n));
+        debug_assert!(e.residual16.is_none_or(|r| r.len() == m * n));
         if cols < 2 * T {
             for r in 0..rows {
                 let at = (r0 + r) * n + c0;
@@ -1124,6 +1139,9 @@ mod amx {
                     let mut v = acc[r * 2 * T + c] + e.bias[c0 + c];
                     if let Some(res) = e.residual {
                         v += res[at + c];
+                    }
+                    if let Some(res) = e.residual16 {
+                        v += f32::from_bits(u32::from(res[at + c]) << 16);
                     }
                     if e.relu {
                         v = v.max(0.0);
@@ -1152,6 +1170,16 @@ mod amx {
                     let x = res.as_ptr().add(at);
                     v0 = _mm512_add_ps(v0, _mm512_loadu_ps(x));
                     v1 = _mm512_add_ps(v1, _mm512_loadu_ps(x.add(T)));
+                }
+                if let Some(res) = e.residual16 {
+                    // bf16 → f32 is the 16 bits moved up.
+                    let x = res.as_ptr().add(at);
+                    let wide = |p: *const u16| {
+                        let h = _mm256_loadu_si256(p.cast());
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+                    };
+                    v0 = _mm512_add_ps(v0, wide(x));
+                    v1 = _mm512_add_ps(v1, wide(x.add(T)));
                 }
                 if e.relu {
                     v0 = _mm512_max_ps(v0, zero);
@@ -1280,6 +1308,7 @@ mod tests {
                 let e = Epilogue {
                     bias: &bias,
                     residual,
+                    residual16: None,
                     relu,
                 };
                 matmul_fused(&mut got, &a, &b, m, e);
@@ -1340,6 +1369,7 @@ mod tests {
                     let e = Epilogue {
                         bias: &bias,
                         residual,
+                        residual16: None,
                         relu,
                     };
                     matmul_fused(&mut got, &a, &b, m, e);
