@@ -5,17 +5,21 @@
 //! scalar loops, then adds the bias and applies ReLU as separate passes over memory; on this
 //! network that made it ~8× slower than ONNX Runtime. Here activations stay NHWC from the crop to
 //! the pooling, so:
-//! - a 1×1 stride-1 convolution is a GEMM straight on the activation rows (no copy at all);
-//! - a 3×3 (or strided) convolution gathers each output pixel's `k·k` input runs of `cin`
-//!   contiguous floats (im2col) one tile of output pixels at a time, so the tile stays in cache;
-//! - the output tile is pre-filled with the bias (plus the residual branch for a bottleneck's last
-//!   convolution), the GEMM accumulates into it, and ReLU runs on it while it is still hot.
+//! - a 1×1 stride-1 convolution is a GEMM on the activation rows: in place where they are
+//!   already in the kernel's type and layout, else copied (rounded to bf16 for the tiles) one
+//!   tile of rows at a time;
+//! - a 3×3 (or strided) convolution gathers each output pixel's input runs (one per window
+//!   row where the row is inside the image; im2col) one tile of output pixels at a time, so the
+//!   tile stays in cache;
+//! - the bias, the residual branch (for a bottleneck's last convolution) and ReLU are applied
+//!   to the tile's sums while they are still hot: by the f32 kernel, which starts its sums from
+//!   them, or by the tile kernel's epilogue.
 //!
 //! The product itself is [`crate::cpu_kernel`]'s: bf16 on the AMX tile unit where the CPU has
 //! one and [`Precision::Bf16`] is asked for, else f32 (an AVX-512 kernel where the CPU has it).
-//! On the tiles, the activations from the first block's output on are bf16 (sums in f32): the
-//! epilogue rounds them as it writes them, which is where the next layer would have rounded
-//! them anyway, and they take half the memory traffic.
+//! On the tiles, every activation after the max-pool is bf16 (sums in f32): the epilogue rounds
+//! them as it writes them, which is where the next layer would have rounded them anyway, and
+//! they take half the memory traffic.
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.
@@ -27,8 +31,8 @@ use crate::cpu_kernel::{
     bf16_rows, matmul_fused, matmul_fused_bf16, to_bf16, Epilogue, Out, PackedB,
 };
 
-/// Activations in NHWC order, contiguous: f32, or (between the convolutions inside a bottleneck
-/// when they run on the tiles) bf16 bits.
+/// Activations in NHWC order, contiguous: f32, or (between layers that run on the tiles) bf16
+/// bits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nhwc<T = f32> {
     /// `n · h · w · c` values.
@@ -764,6 +768,14 @@ mod tests {
             c3: conv(32, 128, 1, 1, 6),
             downsample: Some(conv(64, 128, 1, 2, 7)),
         };
+        // Widths that are not multiples of 32: depth-padded copies of `A` and a partial block
+        // of columns in the epilogue (bf16 out, bf16 residual), value by value.
+        let narrow = Block {
+            c1: conv(64, 24, 1, 1, 8),
+            c2: conv(24, 24, 3, 1, 9),
+            c3: conv(24, 40, 1, 1, 10),
+            downsample: Some(conv(64, 40, 1, 1, 11)),
+        };
         if !plain.c1.tiled() {
             eprintln!("no AMX-BF16 on this CPU: the blocks run in f32 only");
             return;
@@ -792,7 +804,7 @@ mod tests {
                     .map(|&v| crate::cpu_kernel::bf16_scalar(v))
                     .collect::<Vec<_>>()
             };
-            for block in [&plain, &strided] {
+            for block in [&plain, &strided, &narrow] {
                 let via_f32: Nhwc = block.forward_via::<f32, f32, f32>(&x, cx);
                 let via_bf16: Nhwc = block.forward_via::<f32, u16, f32>(&x, cx);
                 assert_eq!(via_bf16, via_f32);

@@ -955,7 +955,9 @@ mod amx {
     /// every value past `m × k` zero.
     ///
     /// # Safety
-    /// As for [`matmul`], with `a16` in place of `lhs`.
+    /// As for [`matmul`], with `a16` in place of `lhs` and `dst` (each of its outputs) holding
+    /// `m×n` values; the epilogue's `residual16`, if any, `m×n` too. ([`available`] has checked
+    /// AVX512-BF16 as well.)
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn multiply(
         mut dst: Out<'_>,
@@ -1109,7 +1111,8 @@ mod amx {
     }
 
     /// `dst[r0.., c0..]` (the part of the 32×32 block inside `m × n`) = act(acc + bias +
-    /// residual), stored as f32 or rounded to bf16 (to nearest even, as [`to_bf16`]). A full
+    /// residual), stored as f32 or rounded to bf16 (to nearest even, as [`to_bf16`]; the
+    /// value-by-value path keeps subnormals, which `vcvtneps2bf16` flushes to zero). A full
     /// 32-column block (every block of the network's layers) runs on AVX-512, two vectors per
     /// row; a partial one value by value.
     ///
