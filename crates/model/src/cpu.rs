@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 pub use crate::cpu_kernel::Precision;
 use crate::cpu_kernel::{
-    bf16_rows, matmul_fused, matmul_fused_bf16, to_bf16, Epilogue, Out, PackedB,
+    bf16_rows, matmul_fused, matmul_fused_bf16, pack_a16, to_bf16, Epilogue, Out, PackedB,
 };
 
 /// Activations in NHWC order, contiguous: f32, or (between layers that run on the tiles) bf16
@@ -339,29 +339,14 @@ impl Conv {
             // f32 copy that the kernel then reads back to round).
             IM2COL16.with_borrow_mut(|col| {
                 let col = grown(col, padded_rows * stride);
-                let (body, pad_rows) = col.split_at_mut(rows * stride);
                 if direct {
-                    if stride == kdim {
-                        I::put_bf16(body, lhs());
-                    } else {
-                        for (d, s) in body.chunks_exact_mut(stride).zip(lhs().chunks_exact(kdim)) {
-                            let (vals, pad) = d.split_at_mut(kdim);
-                            I::put_bf16(vals, s);
-                            pad.fill(0);
-                        }
-                    }
+                    pack_a16(lhs(), kdim, stride, col, I::put_bf16);
                 } else {
-                    self.gather(
-                        &x.data,
-                        (x.h, x.w),
-                        (oh, ow),
-                        row0,
-                        body,
-                        stride,
-                        I::put_bf16,
-                    );
+                    let (body, pad_rows) = col.split_at_mut(rows * stride);
+                    let (img, out) = ((x.h, x.w), (oh, ow));
+                    self.gather(&x.data, img, out, row0, body, stride, I::put_bf16);
+                    pad_rows.fill(0);
                 }
-                pad_rows.fill(0);
                 matmul_fused_bf16(O::out(dst), col, &self.weight, rows, e);
             });
         });

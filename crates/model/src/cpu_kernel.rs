@@ -297,6 +297,29 @@ pub(crate) fn bf16_rows(b: &PackedB, m: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// `A` in the tile kernel's layout ([`bf16_rows`]: depth stride `stride`, rows padded) from
+/// `src`'s rows of `k` values, each written by `put`; zero from `k` to `stride` and in the rows
+/// past `src`'s up to `out`'s end, so that every value the tiles read is written.
+pub(crate) fn pack_a16<S>(
+    src: &[S],
+    k: usize,
+    stride: usize,
+    out: &mut [u16],
+    put: impl Fn(&mut [u16], &[S]),
+) {
+    let (body, pad_rows) = out.split_at_mut(src.len() / k * stride);
+    if k == stride {
+        put(body, src);
+    } else {
+        for (d, s) in body.chunks_exact_mut(stride).zip(src.chunks_exact(k)) {
+            let (vals, pad) = d.split_at_mut(k);
+            put(vals, s);
+            pad.fill(0);
+        }
+    }
+    pad_rows.fill(0);
+}
+
 /// `out[i] = bf16(src[i])`, rounding to nearest even: `A`'s values for [`matmul_fused_bf16`].
 pub(crate) fn to_bf16(src: &[f32], out: &mut [u16]) {
     assert_eq!(src.len(), out.len(), "bf16 conversion lengths");
@@ -666,22 +689,9 @@ mod amx {
             if a16.len() < mp * kp {
                 a16.resize(mp * kp, 0);
             }
-            // Every value the tiles read is written: the rows, their depth padding, and the
-            // padding rows.
             let a16 = &mut a16[..mp * kp];
-            let (rows, pad_rows) = a16.split_at_mut(m * kp);
-            if k == kp {
-                // SAFETY: the caller guarantees AVX-512F; `to_bf16` checks for AVX512-BF16.
-                unsafe { to_bf16(lhs, rows) };
-            } else {
-                for (row, out) in lhs.chunks_exact(k).zip(rows.chunks_exact_mut(kp)) {
-                    let (vals, pad) = out.split_at_mut(k);
-                    // SAFETY: as above.
-                    unsafe { to_bf16(row, vals) };
-                    pad.fill(0);
-                }
-            }
-            pad_rows.fill(0);
+            // SAFETY: the caller guarantees AVX-512F; `to_bf16` checks for AVX512-BF16.
+            super::pack_a16(lhs, k, kp, a16, |d, s| unsafe { to_bf16(s, d) });
             // SAFETY: `a16` is `A` in the layout `multiply` reads; the rest is the caller's.
             unsafe { multiply(Out::F32(dst), a16, tiles, (m, n, k), e) }
         });
