@@ -126,7 +126,7 @@ pub struct DetectorSettings {
     pub workers: usize,
     /// Learned model directory; empty for none.
     pub model_dir: String,
-    /// The CPU engine's arithmetic: `auto` (bf16 on AMX where the CPU has it, else f32),
+    /// The CPU engine's arithmetic: `auto` (bf16 where the CPU has AMX or AVX512-BF16, else f32),
     /// `f32`, or `int8` (on AMX-INT8 where the CPU has it, else f32).
     pub precision: String,
 }
@@ -470,7 +470,7 @@ impl Settings {
     }
 }
 
-/// `auto` (bf16 on AMX where the CPU has it, else f32), `f32` or `int8`.
+/// `auto` (bf16 where the CPU has AMX or AVX512-BF16, else f32), `f32` or `int8`.
 pub fn parse_precision(name: &str) -> anyhow::Result<lg_model::cpu::Precision> {
     match name {
         "auto" => Ok(lg_model::cpu::Precision::auto()),

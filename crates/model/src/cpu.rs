@@ -762,7 +762,9 @@ mod tests {
             downsample: Some(conv(64, 40, 1, 1, 11)),
         };
         if !plain.c1.tiled() {
-            eprintln!("no AMX-BF16 on this CPU: the blocks run in f32 only");
+            eprintln!(
+                "no bf16 kernel (AMX or AVX512-BF16) on this CPU: the blocks run in f32 only"
+            );
             return;
         }
         let x = Nhwc::new(ramp(2 * 9 * 9 * 64, 9), 2, 9, 9, 64);

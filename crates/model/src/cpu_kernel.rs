@@ -1,11 +1,15 @@
 //! The CPU engine's matrix product: `C[m×n] += A[m×k] · B[k×n]` (row-major), with an optional
 //! ReLU applied as `C` is written back.
 //!
-//! Three kernels, chosen when the weights are packed ([`PackedB::new`]):
+//! Four kernels (and AMX-INT8, below), chosen when the weights are packed ([`PackedB::new`]):
 //! - **AMX-BF16** ([`Precision::Bf16`], on CPUs with Intel AMX): `B` is packed once into bf16
 //!   tiles of 32 deep × 16 columns, `A` is rounded to bf16 per call, and `tdpbf16ps` multiplies
 //!   16×32 by 32×16 tiles into f32 accumulators (2×2 tiles of output at a time). The sums stay
 //!   f32; only the inputs lose precision (8 mantissa bits, relative error ≤ 2⁻⁹ each).
+//! - **AVX512-BF16** ([`Precision::Bf16`] on CPUs with `vdpbf16ps` but no AMX, such as AMD
+//!   Zen 4): the same bf16 inputs and f32 sums on the vector unit ([`avx512bf16`]), 12×32
+//!   blocks of `C` in registers; `A` comes in the tile kernel's layout, so the engine's bf16
+//!   activations work the same on both.
 //! - **AVX-512F** (f32): `B` is packed into panels of 32 columns, each 12-row block of `A` is
 //!   multiplied against one panel slice of at most `KC` depth (32 KiB, stays in L1) with 24
 //!   accumulator registers, and the ReLU is applied on the final store. The `gemm` crate's
@@ -25,7 +29,8 @@ const KC: usize = 256;
 pub enum Precision {
     /// f32 inputs and sums (AVX-512F kernel or the `gemm` crate).
     F32,
-    /// bf16 inputs, f32 sums, on the AMX tile unit where the CPU has one; f32 elsewhere.
+    /// bf16 inputs, f32 sums: on the AMX tile unit where the CPU has one, else with
+    /// AVX512-BF16's `vdpbf16ps` where it has that; f32 elsewhere.
     Bf16,
     /// int8 inputs, i32 sums, on the AMX tile unit where the CPU has AMX-INT8; f32 elsewhere.
     /// Weights are quantised once per output channel, activations per row of `A` on each call
@@ -35,21 +40,24 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The fastest this machine offers: bf16 on AMX where available, unless
-    /// `LISTING_GUARD_NO_AMX` is set; f32 otherwise.
+    /// The fastest this machine offers: bf16 where it has AMX or AVX512-BF16, unless
+    /// `LISTING_GUARD_NO_BF16` is set; f32 otherwise.
     pub fn auto() -> Self {
-        if amx_available() && std::env::var_os("LISTING_GUARD_NO_AMX").is_none() {
+        if (amx_available() || dpbf16_available())
+            && std::env::var_os("LISTING_GUARD_NO_BF16").is_none()
+        {
             Precision::Bf16
         } else {
             Precision::F32
         }
     }
 
-    /// The kernel this precision runs on here: `amx-int8`, `amx-bf16`, `avx512-f32` or
-    /// `gemm-f32`.
+    /// The kernel this precision runs on here: `amx-int8`, `amx-bf16`, `avx512-bf16`,
+    /// `avx512-f32` or `gemm-f32`.
     pub fn kernel(self) -> &'static str {
         match self {
             Precision::Bf16 if amx_available() => "amx-bf16",
+            Precision::Bf16 if dpbf16_available() => "avx512-bf16",
             Precision::Int8 if amx_int8_available() => "amx-int8",
             _ => f32_kernel(),
         }
@@ -58,10 +66,11 @@ impl Precision {
     /// What the model version is marked with when this precision runs here (`bf16a` or
     /// `int8`), so scores of different arithmetic never share a cache entry or a decision id;
     /// `None` where the products are f32. `bf16a`: bf16 products and bf16 activations between
-    /// the layers (until 2026-12 the activations between blocks were f32, marked `bf16`).
+    /// the layers (until 2026-12 the activations between blocks were f32, marked `bf16`), on
+    /// either bf16 kernel (they differ only in the order of the f32 sums, as the f32 kernels do).
     pub fn version_mark(self) -> Option<&'static str> {
         match self.kernel() {
-            "amx-bf16" => Some("bf16a"),
+            "amx-bf16" | "avx512-bf16" => Some("bf16a"),
             "amx-int8" => Some("int8"),
             _ => None,
         }
@@ -100,6 +109,33 @@ pub(crate) fn amx_available() -> bool {
     }
 }
 
+/// Whether the AVX512-BF16 kernel can run (and the tile kernel, which is preferred, cannot).
+pub(crate) fn dpbf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !amx::available() && avx512bf16::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Depth granularity of bf16 `A` rows: the tile's depth (32 values), which both bf16 kernels
+/// read.
+const TK: usize = 32;
+
+/// `n` rounded up to a multiple of `m`.
+fn up(n: usize, m: usize) -> usize {
+    n.div_ceil(m) * m
+}
+
+/// Rows of bf16 `A` for the bf16 kernels: `(depth stride, rows)`, the depth padded to a
+/// multiple of 32 and the `m` rows to a multiple of 32 (the tile kernel's 2×2 tiles).
+fn a16_shape(m: usize, k: usize) -> (usize, usize) {
+    (up(k, TK), up(m, 2 * 16))
+}
+
 /// Weights prepared for [`matmul_fused`].
 #[derive(Debug, Clone)]
 pub(crate) struct PackedB {
@@ -111,6 +147,8 @@ pub(crate) struct PackedB {
     panels: Option<Vec<f32>>,
     /// bf16 tiles (see `amx::pack`) when the AMX kernel applies.
     tiles: Option<Vec<u16>>,
+    /// bf16 panels (see `avx512bf16::pack`) when the AVX512-BF16 kernel applies.
+    pairs: Option<Vec<u16>>,
     /// int8 tiles and per-column scales (see `amx::pack_i8`) when the AMX-INT8 kernel applies.
     tiles8: Option<(Vec<i8>, Vec<f32>)>,
 }
@@ -122,14 +160,17 @@ impl PackedB {
         let tiles =
             (precision == Precision::Bf16 && amx::available()).then(|| amx::pack(&plain, k, n));
         #[cfg(target_arch = "x86_64")]
+        let pairs = (precision == Precision::Bf16 && dpbf16_available())
+            .then(|| avx512bf16::pack(&plain, k, n));
+        #[cfg(target_arch = "x86_64")]
         let tiles8 = (precision == Precision::Int8 && amx::int8_available())
             .then(|| amx::pack_i8(&plain, k, n));
         #[cfg(not(target_arch = "x86_64"))]
-        let (tiles, tiles8) = {
+        let (tiles, pairs, tiles8) = {
             let _ = precision;
-            (None, None)
+            (None, None, None)
         };
-        let tiled = tiles.is_some() || tiles8.is_some();
+        let tiled = tiles.is_some() || pairs.is_some() || tiles8.is_some();
         let panels = (!tiled && avx512() && n.is_multiple_of(NR)).then(|| {
             let mut p = Vec::with_capacity(k * n);
             for panel in 0..n / NR {
@@ -145,6 +186,7 @@ impl PackedB {
             plain,
             panels,
             tiles,
+            pairs,
             tiles8,
         }
     }
@@ -236,15 +278,16 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     assert!(dst.len() == m * n && lhs.len() == m * k, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
     assert!(e.residual16.is_none(), "a bf16 residual only with bf16 `A`");
-    #[cfg(target_arch = "x86_64")]
-    if let Some(tiles) = &b.tiles {
-        // SAFETY: `tiles` exists only when `amx::available()` saw the CPU's AMX-BF16 and got the
-        // kernel's permission for this process; the shapes were checked above and
-        // `amx::matmul` indexes only inside them.
-        #[allow(unsafe_code)]
-        unsafe {
-            amx::matmul(dst, lhs, tiles, (m, n, k), e)
-        };
+    if let Some((kp, mp)) = bf16_rows(b, m) {
+        // A bf16 kernel: `A` rounded into this thread's buffer in its layout.
+        A16.with_borrow_mut(|a16| {
+            if a16.len() < mp * kp {
+                a16.resize(mp * kp, 0);
+            }
+            let a16 = &mut a16[..mp * kp];
+            pack_a16(lhs, k, kp, a16, |d, s| to_bf16(s, d));
+            matmul_fused_bf16(Out::F32(dst), a16, b, m, e);
+        });
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -285,16 +328,17 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     }
 }
 
+thread_local! {
+    /// Each thread's `A` in bf16 for [`matmul_fused`] on a bf16 kernel.
+    static A16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `A` in bf16 for [`matmul_fused_bf16`]: `Some((depth stride, rows))` for `m` rows when `b`
-/// runs on the AMX tiles. A caller that gathers `A` (im2col) writes it in bf16 straight away,
-/// instead of writing f32 that the kernel then reads back and rounds.
+/// runs on a bf16 kernel (the AMX tiles or AVX512-BF16). A caller that gathers `A` (im2col)
+/// writes it in bf16 straight away, instead of writing f32 that the kernel then reads back and
+/// rounds.
 pub(crate) fn bf16_rows(b: &PackedB, m: usize) -> Option<(usize, usize)> {
-    #[cfg(target_arch = "x86_64")]
-    if b.tiles.is_some() {
-        return Some(amx::a16_shape(m, b.k));
-    }
-    let _ = (b, m);
-    None
+    (b.tiles.is_some() || b.pairs.is_some()).then(|| a16_shape(m, b.k))
 }
 
 /// `A` in the tile kernel's layout ([`bf16_rows`]: depth stride `stride`, rows padded) from
@@ -348,7 +392,7 @@ pub(crate) fn bf16_scalar(x: f32) -> u16 {
 }
 
 /// [`matmul_fused`] with `A` given in bf16, laid out as [`bf16_rows`] says (every value past
-/// `m × k` zero). Only for weights that run on the tiles.
+/// `m × k` zero). Only for weights that run on a bf16 kernel.
 pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize, e: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
     let (kp, mp) = bf16_rows(b, m).expect("weights packed for the tiles");
@@ -364,12 +408,26 @@ pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize
     );
     #[cfg(target_arch = "x86_64")]
     if let Some(tiles) = &b.tiles {
-        // SAFETY: as in `matmul_fused`; `a16` was checked to hold the padded rows.
+        // SAFETY: `tiles` exists only when `amx::available()` saw the CPU's AMX-BF16 and got
+        // the kernel's permission for this process; the shapes were checked above (`a16` holds
+        // the padded rows) and `amx::multiply` indexes only inside them.
         #[allow(unsafe_code)]
         unsafe {
             amx::multiply(dst, a16, tiles, (m, n, k), e)
         };
+        return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(pairs) = &b.pairs {
+        // SAFETY: `pairs` exists only when AVX-512F and AVX512-BF16 were detected; the shapes
+        // were checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512bf16::multiply(dst, a16, pairs, (m, n, k), e)
+        };
+        return;
+    }
+    unreachable!("bf16 `A` only for weights packed for a bf16 kernel");
 }
 
 /// The `gemm` crate, single-threaded, accumulating into `dst`.
@@ -545,18 +603,19 @@ mod x86 {
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+mod avx512bf16;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod amx {
     //! The AMX-BF16 kernel. Tiles are 16 rows × 64 bytes: an `A` tile is 16 rows × 32 bf16
     //! (depth), a `B` tile 16 depth pairs × 16 columns × 2 bf16 (the pairs interleaved, as
     //! `tdpbf16ps` wants them), a `C` tile 16 × 16 f32. Registers: `tmm0..3` accumulate a 32×32
     //! block of `C`, `tmm4/5` hold two `A` tiles, `tmm6/7` two `B` tiles.
-    use super::{Epilogue, Out};
+    use super::{up, Epilogue, Out, TK};
     use std::arch::asm;
     use std::cell::RefCell;
     use std::sync::OnceLock;
-
-    /// Depth per tile (bf16 values per `A` row).
-    const TK: usize = 32;
     /// Rows (of `A` and `C`) and columns (of `B` and `C`) per tile.
     const T: usize = 16;
     /// bf16 values per tile.
@@ -620,11 +679,6 @@ mod amx {
 
     pub(super) use super::bf16_scalar as bf16;
 
-    /// `n` rounded up to a multiple of `m`.
-    fn up(n: usize, m: usize) -> usize {
-        n.div_ceil(m) * m
-    }
-
     /// The row-major `k × n` weights as bf16 `B` tiles, zero-padded to a depth of a multiple of
     /// 32 and a width of a multiple of 32: tile `(j, t)` (columns `16j..`, depth `32t..`) at
     /// `(j · KT + t) · 512`, its row `p` holding `[B[32t+2p][16j+c], B[32t+2p+1][16j+c]]` for
@@ -652,11 +706,6 @@ mod amx {
         out
     }
 
-    thread_local! {
-        /// Each thread's `A` in bf16, rows and depth zero-padded to multiples of 32.
-        static A16: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
-    }
-
     /// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
     #[repr(C, align(64))]
     struct TileConfig([u8; 64]);
@@ -671,36 +720,6 @@ mod amx {
             }
             Self(c)
         }
-    }
-
-    /// # Safety
-    /// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
-    /// `tiles` must be [`pack`]'s output for `k × n`, and the epilogue's slices `n` and `m×n`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn matmul(
-        dst: &mut [f32],
-        lhs: &[f32],
-        tiles: &[u16],
-        (m, n, k): (usize, usize, usize),
-        e: Epilogue<'_>,
-    ) {
-        let (kp, mp) = (up(k, TK), up(m, 2 * T));
-        A16.with_borrow_mut(|a16| {
-            if a16.len() < mp * kp {
-                a16.resize(mp * kp, 0);
-            }
-            let a16 = &mut a16[..mp * kp];
-            // SAFETY: the caller guarantees AVX-512F; `to_bf16` checks for AVX512-BF16.
-            super::pack_a16(lhs, k, kp, a16, |d, s| unsafe { to_bf16(s, d) });
-            // SAFETY: `a16` is `A` in the layout `multiply` reads; the rest is the caller's.
-            unsafe { multiply(Out::F32(dst), a16, tiles, (m, n, k), e) }
-        });
-    }
-
-    /// Rows of `A` for [`multiply`]: `(depth stride, rows)`, the depth padded to a multiple of
-    /// 32 and the `m` rows to a multiple of 32.
-    pub(super) fn a16_shape(m: usize, k: usize) -> (usize, usize) {
-        (up(k, TK), up(m, 2 * T))
     }
 
     /// Depth per int8 tile (bytes per `A` row).
@@ -961,13 +980,13 @@ mod amx {
         unsigned
     }
 
-    /// [`matmul`] with `A` already in bf16: `a16` holds [`a16_shape`]'s rows × depth stride,
-    /// every value past `m × k` zero.
+    /// `dst = act(A · B + bias + residual)` with `A` in bf16: `a16` holds
+    /// [`super::a16_shape`]'s rows × depth stride, every value past `m × k` zero.
     ///
     /// # Safety
-    /// As for [`matmul`], with `a16` in place of `lhs` and `dst` (each of its outputs) holding
-    /// `m×n` values; the epilogue's `residual16`, if any, `m×n` too. ([`available`] has checked
-    /// AVX512-BF16 as well.)
+    /// [`available`] must have returned true (it has checked AVX512-BF16 as well); `tiles` must
+    /// be [`pack`]'s output for `k × n`, `dst` (each of its outputs) must hold `m×n` values, and
+    /// the epilogue's slices `n` and `m×n` (`residual16` too).
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn multiply(
         mut dst: Out<'_>,
@@ -1121,8 +1140,7 @@ mod amx {
     }
 
     /// `dst[r0.., c0..]` (the part of the 32×32 block inside `m × n`) = act(acc + bias +
-    /// residual), stored as f32 or rounded to bf16 (to nearest even, as [`to_bf16`]; the
-    /// value-by-value path keeps subnormals, which `vcvtneps2bf16` flushes to zero). A full
+    /// residual), stored as f32 or rounded to bf16 ([`super::avx512bf16::store_row`]). A full
     /// 32-column block (every block of the network's layers) runs on AVX-512, two vectors per
     /// row; a partial one value by value.
     ///
@@ -1137,33 +1155,15 @@ mod amx {
         (m, n): (usize, usize),
         e: Epilogue<'_>,
     ) {
-        use std::arch::x86_64::{
-            __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _mm512_add_ps, _mm512_castsi512_ps,
-            _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_loadu_ps, _mm512_max_ps,
-            _mm512_setzero_ps, _mm512_slli_epi32, _mm512_storeu_ps,
-        };
+        use super::avx512bf16::{store_partial, store_row};
+        use std::arch::x86_64::_mm512_loadu_ps;
         let (rows, cols) = ((2 * T).min(m - r0), (2 * T).min(n - c0));
         debug_assert!(dst.len() == m * n && e.residual.is_none_or(|r| r.len() == m * n));
         debug_assert!(e.residual16.is_none_or(|r| r.len() == m * n));
         if cols < 2 * T {
             for r in 0..rows {
-                let at = (r0 + r) * n + c0;
-                for c in 0..cols {
-                    let mut v = acc[r * 2 * T + c] + e.bias[c0 + c];
-                    if let Some(res) = e.residual {
-                        v += res[at + c];
-                    }
-                    if let Some(res) = e.residual16 {
-                        v += f32::from_bits(u32::from(res[at + c]) << 16);
-                    }
-                    if e.relu {
-                        v = v.max(0.0);
-                    }
-                    match dst {
-                        Out::F32(d) => d[at + c] = v,
-                        Out::Bf16(d) => d[at + c] = bf16(v),
-                    }
-                }
+                let sums = &acc[r * 2 * T..][..cols];
+                store_partial(dst, (r0 + r) * n + c0, sums, c0, &e);
             }
             return;
         }
@@ -1171,47 +1171,12 @@ mod amx {
         // sums inside `acc`, 32 biases at `c0 + 32 <= n`, and reads (residual) and writes
         // (`dst`) 32 values at `(r0 + r)·n + c0 .. + 32 <= m·n`.
         unsafe {
-            let zero = _mm512_setzero_ps();
             let bias = e.bias.as_ptr().add(c0);
-            let (b0, b1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(T)));
+            let b = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(T)));
             for r in 0..rows {
-                let at = (r0 + r) * n + c0;
                 let s = acc.as_ptr().add(r * 2 * T);
-                let mut v0 = _mm512_add_ps(_mm512_loadu_ps(s), b0);
-                let mut v1 = _mm512_add_ps(_mm512_loadu_ps(s.add(T)), b1);
-                if let Some(res) = e.residual {
-                    let x = res.as_ptr().add(at);
-                    v0 = _mm512_add_ps(v0, _mm512_loadu_ps(x));
-                    v1 = _mm512_add_ps(v1, _mm512_loadu_ps(x.add(T)));
-                }
-                if let Some(res) = e.residual16 {
-                    // bf16 → f32 is the 16 bits moved up.
-                    let x = res.as_ptr().add(at);
-                    let wide = |p: *const u16| {
-                        let h = _mm256_loadu_si256(p.cast());
-                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-                    };
-                    v0 = _mm512_add_ps(v0, wide(x));
-                    v1 = _mm512_add_ps(v1, wide(x.add(T)));
-                }
-                if e.relu {
-                    v0 = _mm512_max_ps(v0, zero);
-                    v1 = _mm512_max_ps(v1, zero);
-                }
-                match dst {
-                    Out::F32(d) => {
-                        let o = d.as_mut_ptr().add(at);
-                        _mm512_storeu_ps(o, v0);
-                        _mm512_storeu_ps(o.add(T), v1);
-                    }
-                    Out::Bf16(d) => {
-                        let o = d.as_mut_ptr().add(at);
-                        let h0: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v0));
-                        let h1: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v1));
-                        _mm256_storeu_si256(o.cast(), h0);
-                        _mm256_storeu_si256(o.add(T).cast(), h1);
-                    }
-                }
+                let v = (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(T)));
+                store_row(dst, (r0 + r) * n + c0, v, b, &e);
             }
         }
     }
@@ -1243,14 +1208,29 @@ mod amx {
 mod tests {
     use super::*;
 
-    /// The value the kernel multiplies: `x` itself in f32, rounded to bf16 on the AMX kernel.
-    fn as_multiplied(x: f32, precision: Precision) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if precision.kernel() == "amx-bf16" {
-            return f32::from_bits(u32::from(amx::bf16(x)) << 16);
+    /// The value the kernel multiplies: `x` itself in f32, rounded to bf16 on a bf16 kernel.
+    fn as_multiplied(x: f32, b: &PackedB) -> f32 {
+        if bf16_rows(b, 1).is_some() {
+            return f32::from_bits(u32::from(bf16_scalar(x)) << 16);
         }
-        let _ = precision;
         x
+    }
+
+    /// Every kernel this machine can run, with its weights: the one each precision picks, and
+    /// the AVX512-BF16 kernel where the tile kernel is picked over it (so that it is checked on
+    /// CPUs with AMX too).
+    fn kernels(w: &[f32], k: usize, n: usize) -> Vec<(&'static str, PackedB)> {
+        let mut all: Vec<_> = [Precision::F32, Precision::Bf16]
+            .into_iter()
+            .map(|p| (p.kernel(), PackedB::new(w.to_vec(), k, n, p)))
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        if amx_available() && avx512bf16::available() {
+            let mut b = PackedB::new(w.to_vec(), k, n, Precision::F32);
+            (b.panels, b.pairs) = (None, Some(avx512bf16::pack(w, k, n)));
+            all.push(("avx512-bf16", b));
+        }
+        all
     }
 
     /// `A · B` as the int8 kernel computes it: `A` quantised per row (to 0..=255 when all of it
@@ -1360,23 +1340,22 @@ mod tests {
         // m not a multiple of MR nor of the tiles' 32 rows, k across two KC passes and not a
         // multiple of the tiles' depth, n one and several panels, and n the f32 packed kernel
         // does not take (and not a multiple of the tiles' 16 columns).
-        for precision in [Precision::F32, Precision::Bf16] {
-            for (m, n, k) in [
-                (29, 64, 300),
-                (12, 32, 27),
-                (5, 96, 7),
-                (17, 20, 33),
-                (70, 48, 64),
-            ] {
-                let a: Vec<f32> = (0..m * k)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                    .collect();
-                let w: Vec<f32> = (0..k * n)
-                    .map(|i| ((i * 53 % 97) as f32 - 48.0) / 40.0)
-                    .collect();
-                let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
-                let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
-                let b = PackedB::new(w.clone(), k, n, precision);
+        for (m, n, k) in [
+            (29, 64, 300),
+            (12, 32, 27),
+            (5, 96, 7),
+            (17, 20, 33),
+            (70, 48, 64),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let w: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 40.0)
+                .collect();
+            let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+            for (kernel, b) in kernels(&w, k, n) {
                 for (relu, residual) in [(false, None), (true, Some(&res[..]))] {
                     let mut got = vec![f32::NAN; m * n];
                     let e = Epilogue {
@@ -1390,8 +1369,8 @@ mod tests {
                         for c in 0..n {
                             let mut want = bias[c] + residual.map_or(0.0, |x| x[r * n + c]);
                             for i in 0..k {
-                                want += as_multiplied(a[r * k + i], precision)
-                                    * as_multiplied(w[i * n + c], precision);
+                                want += as_multiplied(a[r * k + i], &b)
+                                    * as_multiplied(w[i * n + c], &b);
                             }
                             if relu {
                                 want = want.max(0.0);
@@ -1399,7 +1378,7 @@ mod tests {
                             let g = got[r * n + c];
                             assert!(
                                 (g - want).abs() < 1e-3 * want.abs().max(1.0),
-                                "{precision:?} {m}x{n}x{k} at ({r}, {c}): {g} vs {want}"
+                                "{kernel} {m}x{n}x{k} at ({r}, {c}): {g} vs {want}"
                             );
                         }
                     }
@@ -1417,6 +1396,13 @@ mod tests {
             "{}",
             Precision::Bf16.kernel()
         );
+        assert_eq!(
+            b.pairs.is_some(),
+            Precision::Bf16.kernel() == "avx512-bf16",
+            "{}",
+            Precision::Bf16.kernel()
+        );
+        assert!(b.tiles.is_none() || b.pairs.is_none());
         let q = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::Int8);
         assert_eq!(
             q.tiles8.is_some(),
@@ -1424,9 +1410,9 @@ mod tests {
             "{}",
             Precision::Int8.kernel()
         );
-        assert!(q.tiles.is_none() && b.tiles8.is_none());
+        assert!(q.tiles.is_none() && q.pairs.is_none() && b.tiles8.is_none());
         let f = PackedB::new(vec![1.0; 64 * 32], 64, 32, Precision::F32);
-        assert!(f.tiles.is_none() && f.tiles8.is_none());
-        assert_ne!(Precision::F32.kernel(), "amx-bf16");
+        assert!(f.tiles.is_none() && f.pairs.is_none() && f.tiles8.is_none());
+        assert!(Precision::F32.version_mark().is_none());
     }
 }
