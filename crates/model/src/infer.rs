@@ -210,7 +210,14 @@ impl NprDetector {
         // Crops of the same size go through the network together.
         let t0 = Instant::now();
         let mut infer = std::time::Duration::ZERO;
-        let rgb: Vec<image::RgbImage> = images.iter().map(|img| img.to_rgb8()).collect();
+        // Decoded JPEGs are RGB8 already: borrowed, not copied (a 1600×1200 copy is ~6 MB).
+        let rgb: Vec<std::borrow::Cow<'_, image::RgbImage>> = images
+            .iter()
+            .map(|img| match img.as_rgb8() {
+                Some(rgb) => std::borrow::Cow::Borrowed(rgb),
+                None => std::borrow::Cow::Owned(img.to_rgb8()),
+            })
+            .collect();
         let mut groups: std::collections::BTreeMap<(u32, u32), Vec<(usize, CropBox)>> =
             Default::default();
         for (i, img) in rgb.iter().enumerate() {
