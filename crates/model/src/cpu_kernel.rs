@@ -32,7 +32,8 @@ pub enum Precision {
     /// bf16 inputs, f32 sums: on the AMX tile unit where the CPU has one, else with
     /// AVX512-BF16's `vdpbf16ps` where it has that; f32 elsewhere.
     Bf16,
-    /// int8 inputs, i32 sums, on the AMX tile unit where the CPU has AMX-INT8; f32 elsewhere.
+    /// int8 inputs, i32 sums: on the AMX tile unit where the CPU has AMX-INT8, else with
+    /// AVX512-VNNI's `vpdpbusd` where it has that; f32 elsewhere.
     /// Weights are quantised once per output channel, activations per row of `A` on each call
     /// (unsigned where the whole `A` is non-negative, as after a ReLU), and the sums scaled back
     /// to f32 before the bias, the residual and the ReLU.
@@ -52,13 +53,14 @@ impl Precision {
         }
     }
 
-    /// The kernel this precision runs on here: `amx-int8`, `amx-bf16`, `avx512-bf16`,
-    /// `avx512-f32` or `gemm-f32`.
+    /// The kernel this precision runs on here: `amx-int8`, `avx512-vnni`, `amx-bf16`,
+    /// `avx512-bf16`, `avx512-f32` or `gemm-f32`.
     pub fn kernel(self) -> &'static str {
         match self {
             Precision::Bf16 if amx_available() => "amx-bf16",
             Precision::Bf16 if dpbf16_available() => "avx512-bf16",
             Precision::Int8 if amx_int8_available() => "amx-int8",
+            Precision::Int8 if vnni_available() => "avx512-vnni",
             _ => f32_kernel(),
         }
     }
@@ -71,7 +73,7 @@ impl Precision {
     pub fn version_mark(self) -> Option<&'static str> {
         match self.kernel() {
             "amx-bf16" | "avx512-bf16" => Some("bf16a"),
-            "amx-int8" => Some("int8"),
+            "amx-int8" | "avx512-vnni" => Some("int8"),
             _ => None,
         }
     }
@@ -109,6 +111,18 @@ pub(crate) fn amx_available() -> bool {
     }
 }
 
+/// Whether the AVX512-VNNI int8 kernel can run (and the AMX-INT8 one, preferred, cannot).
+pub(crate) fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !amx::int8_available() && avx512vnni::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Whether the AVX512-BF16 kernel can run (and the tile kernel, which is preferred, cannot).
 pub(crate) fn dpbf16_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -119,6 +133,25 @@ pub(crate) fn dpbf16_available() -> bool {
     {
         false
     }
+}
+
+/// Each column's int8 weight scale: its largest magnitude over 127 (1 for an all-zero column).
+fn int8_scales(plain: &[f32], k: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|c| {
+            let amax = (0..k).map(|i| plain[i * n + c].abs()).fold(0f32, f32::max);
+            if amax > 0.0 {
+                amax / 127.0
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
+/// One weight in int8 at its column's scale (−127..=127).
+fn int8_weight(w: f32, scale: f32) -> i8 {
+    (w / scale).round().clamp(-127.0, 127.0) as i8
 }
 
 /// Depth granularity of bf16 `A` rows: the tile's depth (32 values), which both bf16 kernels
@@ -151,6 +184,9 @@ pub(crate) struct PackedB {
     pairs: Option<Vec<u16>>,
     /// int8 tiles and per-column scales (see `amx::pack_i8`) when the AMX-INT8 kernel applies.
     tiles8: Option<(Vec<i8>, Vec<f32>)>,
+    /// int8 panels (see `avx512vnni::pack`) when the AVX512-VNNI kernel applies.
+    #[cfg(target_arch = "x86_64")]
+    quads: Option<avx512vnni::Quads>,
 }
 
 impl PackedB {
@@ -165,12 +201,18 @@ impl PackedB {
         #[cfg(target_arch = "x86_64")]
         let tiles8 = (precision == Precision::Int8 && amx::int8_available())
             .then(|| amx::pack_i8(&plain, k, n));
+        #[cfg(target_arch = "x86_64")]
+        let quads = (precision == Precision::Int8 && vnni_available())
+            .then(|| avx512vnni::pack(&plain, k, n));
         #[cfg(not(target_arch = "x86_64"))]
         let (tiles, pairs, tiles8) = {
             let _ = precision;
             (None, None, None)
         };
-        let tiled = tiles.is_some() || pairs.is_some() || tiles8.is_some();
+        #[cfg(target_arch = "x86_64")]
+        let tiled = tiles.is_some() || pairs.is_some() || tiles8.is_some() || quads.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let tiled = false;
         let panels = (!tiled && avx512() && n.is_multiple_of(NR)).then(|| {
             let mut p = Vec::with_capacity(k * n);
             for panel in 0..n / NR {
@@ -188,6 +230,8 @@ impl PackedB {
             tiles,
             pairs,
             tiles8,
+            #[cfg(target_arch = "x86_64")]
+            quads,
         }
     }
 }
@@ -297,6 +341,16 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
         #[allow(unsafe_code)]
         unsafe {
             amx::matmul_i8(dst, lhs, tiles, scales, (m, n, k), e)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(quads) = &b.quads {
+        // SAFETY: `quads` exists only when `avx512vnni::available()` saw its instructions; the
+        // shapes were checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512vnni::matmul(dst, lhs, quads, (m, n, k), e)
         };
         return;
     }
@@ -607,6 +661,10 @@ mod avx512bf16;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+mod avx512vnni;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 mod amx {
     //! The AMX-BF16 kernel. Tiles are 16 rows × 64 bytes: an `A` tile is 16 rows × 32 bf16
     //! (depth), a `B` tile 16 depth pairs × 16 columns × 2 bf16 (the pairs interleaved, as
@@ -733,16 +791,7 @@ mod amx {
     /// holding `B[64t+4p .. 64t+4p+4][16j+c]` for each column `c`.
     pub(super) fn pack_i8(plain: &[f32], k: usize, n: usize) -> (Vec<i8>, Vec<f32>) {
         let (kt, nb) = (up(k, TK8) / TK8, up(n, 2 * T) / T);
-        let scales: Vec<f32> = (0..n)
-            .map(|c| {
-                let amax = (0..k).map(|i| plain[i * n + c].abs()).fold(0f32, f32::max);
-                if amax > 0.0 {
-                    amax / 127.0
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let scales = super::int8_scales(plain, k, n);
         let mut out = Vec::with_capacity(nb * kt * TILE8);
         for j in 0..nb {
             for t in 0..kt {
@@ -750,14 +799,11 @@ mod amx {
                     for c in 0..T {
                         for q in 0..4 {
                             let (kk, col) = (t * TK8 + 4 * p + q, j * T + c);
-                            let v = if kk < k && col < n {
-                                (plain[kk * n + col] / scales[col])
-                                    .round()
-                                    .clamp(-127.0, 127.0)
+                            out.push(if kk < k && col < n {
+                                super::int8_weight(plain[kk * n + col], scales[col])
                             } else {
-                                0.0
-                            };
-                            out.push(v as i8);
+                                0
+                            });
                         }
                     }
                 }
@@ -899,7 +945,7 @@ mod amx {
     /// # Safety
     /// AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
-    unsafe fn quantise_rows(
+    pub(super) unsafe fn quantise_rows(
         lhs: &[f32],
         k: usize,
         kp: usize,
@@ -1273,8 +1319,8 @@ mod tests {
 
     #[test]
     fn int8_matches_its_quantised_definition_and_stays_near_f32() {
-        if Precision::Int8.kernel() != "amx-int8" {
-            eprintln!("no AMX-INT8 here: the int8 precision runs the f32 kernel");
+        if Precision::Int8.version_mark().is_none() {
+            eprintln!("no AMX-INT8 or AVX512-VNNI here: the int8 precision runs the f32 kernel");
             return;
         }
         for (m, n, k, shift) in [
@@ -1294,9 +1340,22 @@ mod tests {
                 .collect();
             let res: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
             let bias: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
-            let b = PackedB::new(w.clone(), k, n, Precision::Int8);
             let product = int8_product(&a, &w, (m, n, k));
-            for (relu, residual) in [(false, None), (true, Some(&res[..]))] {
+            let mut packed = vec![(
+                Precision::Int8.kernel(),
+                PackedB::new(w.clone(), k, n, Precision::Int8),
+            )];
+            // The VNNI kernel on CPUs where the tiles are picked over it.
+            #[cfg(target_arch = "x86_64")]
+            if amx::int8_available() && avx512vnni::available() {
+                let mut b = PackedB::new(w.clone(), k, n, Precision::F32);
+                (b.panels, b.quads) = (None, Some(avx512vnni::pack(&w, k, n)));
+                packed.push(("avx512-vnni", b));
+            }
+            for ((kernel, b), (relu, residual)) in packed
+                .iter()
+                .flat_map(|kb| [(kb, (false, None)), (kb, (true, Some(&res[..])))])
+            {
                 let mut got = vec![f32::NAN; m * n];
                 let e = Epilogue {
                     bias: &bias,
@@ -1304,7 +1363,7 @@ mod tests {
                     residual16: None,
                     relu,
                 };
-                matmul_fused(&mut got, &a, &b, m, e);
+                matmul_fused(&mut got, &a, b, m, e);
                 for r in 0..m {
                     for c in 0..n {
                         let at = r * n + c;
@@ -1322,12 +1381,12 @@ mod tests {
                         let g = got[at];
                         assert!(
                             (g - want).abs() < 1e-4 * want.abs().max(1.0),
-                            "{m}x{n}x{k} at ({r}, {c}): {g} vs quantised {want}"
+                            "{kernel} {m}x{n}x{k} at ({r}, {c}): {g} vs quantised {want}"
                         );
                         // Quantisation error: at most half a step of each operand per product.
                         assert!(
                             (g - exact).abs() <= 0.02 * magnitude + 1e-4,
-                            "{m}x{n}x{k} at ({r}, {c}): {g} vs f32 {exact}"
+                            "{kernel} {m}x{n}x{k} at ({r}, {c}): {g} vs f32 {exact}"
                         );
                     }
                 }
@@ -1407,6 +1466,13 @@ mod tests {
         assert_eq!(
             q.tiles8.is_some(),
             Precision::Int8.kernel() == "amx-int8",
+            "{}",
+            Precision::Int8.kernel()
+        );
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            q.quads.is_some(),
+            Precision::Int8.kernel() == "avx512-vnni",
             "{}",
             Precision::Int8.kernel()
         );

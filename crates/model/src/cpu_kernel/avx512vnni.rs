@@ -1,0 +1,252 @@
+//! The AVX512-VNNI int8 kernel, for [`super::Precision::Int8`] on CPUs without AMX-INT8 (AMD
+//! Zen 4 and later, Intel Ice Lake and later): the tile kernel's arithmetic on the vector unit.
+//!
+//! `B` is quantised once per output column (largest magnitude → 127, as on the tiles) and
+//! packed into panels of 32 columns, each column's depth quads interleaved (the four bytes
+//! `vpdpbusd` multiplies into one 32-bit lane). `A` is quantised per row on each call
+//! (`amx::quantise_rows`: to 0..=255 where all of it is non-negative, as after a ReLU, else to
+//! −127..=127). `vpdpbusd` multiplies unsigned by signed bytes, so signed `A` is stored
+//! offset by 128 and `128 · Σ B[·][c]` (kept per column at packing) taken off each sum: the
+//! integer sums are exactly those of the tile kernel. Each block of 12 rows × 32 columns keeps
+//! its 24 i32 sums in registers over the whole depth (per depth quad: two loads of `B`, one
+//! broadcast per row, 24 `vpdpbusd` of 64 products each, four times an f32 FMA's), then scales
+//! them back to f32 and hands them to the bf16 kernel's epilogue
+//! ([`super::avx512bf16::store_row`]).
+
+use super::avx512bf16::{store_partial, store_row};
+use super::{int8_scales, int8_weight, up, Epilogue, Out};
+use std::arch::x86_64::{
+    __m512, __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512,
+    _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_si512, _mm512_storeu_ps,
+    _mm512_sub_epi32,
+};
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// Rows per register block.
+const MR: usize = 12;
+/// Columns per panel (two 16-lane registers).
+const NR: usize = 32;
+/// Depth per `vpdpbusd` lane.
+const QUAD: usize = 4;
+
+/// AVX-512F, AVX512-BW, AVX512-VNNI and AVX512-BF16 (the shared epilogue's bf16 stores) were
+/// detected.
+pub(super) fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    })
+}
+
+/// The weights for [`matmul`].
+#[derive(Debug, Clone)]
+pub(crate) struct Quads {
+    /// Panel `p` (columns `32p..`) at `p · kp · 32`, its depth quad `q` holding
+    /// `B[4q .. 4q+4][32p+c]` for each column `c`; zero past `k` and `n`.
+    b: Vec<i8>,
+    /// Per column (padded to a multiple of 32 with zeros): the weight scale.
+    scales: Vec<f32>,
+    /// Per column (padded likewise): `128 · Σ_k B[k][c]`, the signed-`A` offset's share.
+    offset: Vec<i32>,
+}
+
+/// The row-major `k × n` weights quantised and packed for [`matmul`].
+pub(super) fn pack(plain: &[f32], k: usize, n: usize) -> Quads {
+    let (kp, np) = (up(k, QUAD), up(n, NR));
+    let mut scales = int8_scales(plain, k, n);
+    scales.resize(np, 0.0);
+    let q = |kk: usize, col: usize| {
+        if kk < k && col < n {
+            int8_weight(plain[kk * n + col], scales[col])
+        } else {
+            0
+        }
+    };
+    let mut b = Vec::with_capacity(kp * np);
+    for p in 0..np / NR {
+        for d in 0..kp / QUAD {
+            for c in 0..NR {
+                for i in 0..QUAD {
+                    b.push(q(QUAD * d + i, p * NR + c));
+                }
+            }
+        }
+    }
+    let offset = (0..np)
+        .map(|c| 128 * (0..k).map(|kk| i32::from(q(kk, c))).sum::<i32>())
+        .collect();
+    Quads { b, scales, offset }
+}
+
+thread_local! {
+    /// Each thread's quantised `A` (rows of the padded depth) and each row's scale.
+    static A8: RefCell<(Vec<u8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `dst[m×n] = act(A · B + bias + residual)` in int8 products with i32 sums.
+///
+/// # Safety
+/// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
+/// `w` must be [`pack`]'s output for `k × n`, and the epilogue's slices `n` and `m×n`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512bf16")]
+pub(super) unsafe fn matmul(
+    dst: &mut [f32],
+    lhs: &[f32],
+    w: &Quads,
+    (m, n, k): (usize, usize, usize),
+    e: Epilogue<'_>,
+) {
+    let (kp, np) = (up(k, QUAD), up(n, NR));
+    assert!(w.b.len() == kp * np && w.scales.len() == np && w.offset.len() == np);
+    assert!(dst.len() == m * n && lhs.len() == m * k && e.bias.len() == n);
+    let mut dst = Out::F32(dst);
+    A8.with_borrow_mut(|(a8, row_scale)| {
+        if a8.len() < m * kp {
+            a8.resize(m * kp, 0);
+        }
+        row_scale.clear();
+        row_scale.resize(m, 0.0);
+        let a8 = &mut a8[..m * kp];
+        // SAFETY: AVX-512F is the caller's guarantee.
+        let unsigned = unsafe { super::amx::quantise_rows(lhs, k, kp, a8, row_scale) };
+        if !unsigned {
+            // −127..=127 as two's complement bytes + 128: 1..=255 (the padding 0 → 128, which
+            // meets zero weights).
+            a8.iter_mut().for_each(|v| *v ^= 0x80);
+        }
+        let kq = kp / QUAD;
+        for p in 0..np / NR {
+            let c0 = p * NR;
+            // SAFETY (the pointer offsets): panel `p` is `kq · 4NR` bytes inside `w.b`; rows
+            // `r .. r + rows ≤ m` of `a8`, and columns `c0 .. c0 + 32 ≤ np` of the scales.
+            let b = unsafe { w.b.as_ptr().add(p * kq * QUAD * NR) };
+            let scale = unsafe {
+                let s = w.scales.as_ptr().add(c0);
+                (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)))
+            };
+            let offset = unsafe {
+                let o = w.offset.as_ptr().add(c0);
+                if unsigned {
+                    (_mm512_setzero_si512(), _mm512_setzero_si512())
+                } else {
+                    (
+                        _mm512_loadu_si512(o.cast()),
+                        _mm512_loadu_si512(o.add(16).cast()),
+                    )
+                }
+            };
+            let cols = Cols { c0, scale, offset };
+            let mut r = 0;
+            while r < m {
+                let rows = MR.min(m - r);
+                let a = unsafe { a8.as_ptr().add(r * kp) };
+                let rs = &row_scale[r..r + rows];
+                macro_rules! run {
+                    ($($i:literal)*) => {
+                        match rows {
+                            // SAFETY: `$i` rows of `kq` quads at stride `kp` in `a`, `kq × 4NR`
+                            // bytes in `b`; the block lies inside `dst`.
+                            $($i => unsafe {
+                                let acc = block::<$i>(kq, a, kp, b);
+                                finish(&mut dst, &acc, rs, r, &cols, n, &e);
+                            },)*
+                            _ => unreachable!("at most MR rows"),
+                        }
+                    };
+                }
+                run!(1 2 3 4 5 6 7 8 9 10 11 12);
+                r += rows;
+            }
+        }
+    });
+}
+
+/// A panel's per-column factors, two registers each.
+struct Cols {
+    c0: usize,
+    scale: (__m512, __m512),
+    offset: (__m512i, __m512i),
+}
+
+/// `R` rows × 32 columns of `A[R × 4kq] · panel`, as 2 registers of i32 sums per row.
+///
+/// # Safety
+/// AVX-512F and AVX512-VNNI; `a` holds `R` rows of `4kq` bytes at stride `lda`, `b` `kq × 128`
+/// bytes.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn block<const R: usize>(
+    kq: usize,
+    a: *const u8,
+    lda: usize,
+    b: *const i8,
+) -> [[__m512i; 2]; R] {
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: the caller's bounds; every quad of `A` is read as one unaligned 4-byte value.
+    unsafe {
+        for q in 0..kq {
+            let bq = b.add(q * QUAD * NR);
+            let b0 = _mm512_loadu_si512(bq.cast());
+            let b1 = _mm512_loadu_si512(bq.add(64).cast());
+            for (i, row) in acc.iter_mut().enumerate() {
+                let quad = a.add(i * lda + QUAD * q).cast::<i32>().read_unaligned();
+                let av = _mm512_set1_epi32(quad);
+                row[0] = _mm512_dpbusd_epi32(row[0], av, b0);
+                row[1] = _mm512_dpbusd_epi32(row[1], av, b1);
+            }
+        }
+    }
+    acc
+}
+
+/// The block's sums back in f32 (less the offset's share, times the row's and the column's
+/// scales), through the epilogue into rows `r0 ..` of the `· × n` output.
+///
+/// # Safety
+/// AVX-512F, AVX512-BF16; rows `r0 .. r0 + R` are inside `dst` and the epilogue's slices.
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn finish<const R: usize>(
+    dst: &mut Out<'_>,
+    acc: &[[__m512i; 2]; R],
+    row_scale: &[f32],
+    r0: usize,
+    cols: &Cols,
+    n: usize,
+    e: &Epilogue<'_>,
+) {
+    let c0 = cols.c0;
+    let width = NR.min(n - c0);
+    // SAFETY: the caller's bounds; 32 biases at `c0 + 32 ≤ n` on the full path.
+    unsafe {
+        let bias = (width == NR).then(|| {
+            let b = e.bias.as_ptr().add(c0);
+            (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
+        });
+        for (i, (row, &rs)) in acc.iter().zip(row_scale).enumerate() {
+            let rs = _mm512_set1_ps(rs);
+            let back = |s: __m512i, off: __m512i, scale: __m512| {
+                let s = _mm512_sub_epi32(s, off);
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), rs), scale)
+            };
+            let v = (
+                back(row[0], cols.offset.0, cols.scale.0),
+                back(row[1], cols.offset.1, cols.scale.1),
+            );
+            let at = (r0 + i) * n + c0;
+            match bias {
+                Some(b) => store_row(dst, at, v, b, e),
+                None => {
+                    let mut sums = [0f32; NR];
+                    _mm512_storeu_ps(sums.as_mut_ptr(), v.0);
+                    _mm512_storeu_ps(sums.as_mut_ptr().add(16), v.1);
+                    store_partial(dst, at, &sums[..width], c0, e);
+                }
+            }
+        }
+    }
+}
