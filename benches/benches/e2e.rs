@@ -599,7 +599,13 @@ async fn main() {
     }
     let decode_s_per_image = t.elapsed().as_secs_f64() / jpegs.len() as f64;
     let flops = model_flops_per_crop(&root().join("models/npr-small"));
-    let peak = lg_model::peak_gflops(cores, 3.0, lg_model::cpu::Precision::auto());
+    // The arithmetic the pipeline was run with (its `detector.precision`, default `auto`).
+    let precision = match std::env::var("LISTING_GUARD__DETECTOR__PRECISION").as_deref() {
+        Ok("f32") => lg_model::cpu::Precision::F32,
+        Ok("int8") => lg_model::cpu::Precision::Int8,
+        _ => lg_model::cpu::Precision::auto(),
+    };
+    let peak = lg_model::peak_gflops(cores, 3.0, precision);
     let crops = 5.0;
     let model_s_per_image = crops * flops / (peak * 1e9);
     // Decode runs one image per core; the GEMM peak already uses every core.
@@ -615,7 +621,7 @@ async fn main() {
     println!(
         "  model: {:.2} GFLOP per crop x {crops} crops, GEMM peak {peak:.1} GFLOP/s (the engine's {} kernel, {cores} threads) -> {:.1} ms/image",
         flops / 1e9,
-        lg_model::cpu::Precision::auto().kernel(),
+        precision.kernel(),
         model_s_per_image * 1e3
     );
     println!(

@@ -6,7 +6,7 @@
 //! graph (stock `conv2d`, BatchNorm folded), the CPU engine (`lg_model::cpu`) in f32, and the
 //! CPU engine at `Precision::auto()` (what the detector runs by default: bf16 on the AMX tile
 //! unit or with AVX512-BF16 where the CPU has either; the column repeats f32 elsewhere) and at `Precision::Int8`
-//! (AMX-INT8 where the CPU has it, else f32 again), with the largest logit difference of each
+//! (AMX-INT8 or AVX512-VNNI where the CPU has either, else f32 again), with the largest logit difference of each
 //! to the f32 engine on the bench's crop. Then it runs `benches/ort_npr.py` in the bench
 //! virtualenv (same weights exported to ONNX, BatchNorm folded, 2 intra-op threads), which checks that both give
 //! the same logits on one input and prints the same batch sizes; then the CPU engine and ONNX

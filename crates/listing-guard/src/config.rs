@@ -127,7 +127,7 @@ pub struct DetectorSettings {
     /// Learned model directory; empty for none.
     pub model_dir: String,
     /// The CPU engine's arithmetic: `auto` (bf16 where the CPU has AMX or AVX512-BF16, else f32),
-    /// `f32`, or `int8` (on AMX-INT8 where the CPU has it, else f32).
+    /// `f32`, or `int8` (on AMX-INT8 or AVX512-VNNI where the CPU has either, else f32).
     pub precision: String,
 }
 
