@@ -424,9 +424,9 @@ mod tests {
                 "cpu {cpu:?} vs candle {b:?}"
             );
         }
-        // In bf16 (on AMX) the logits move by the rounding of inputs and activations; in int8
-        // (on AMX-INT8) by the quantisation of weights and activations (measured ~1% here).
-        // Both are f32 where the CPU lacks the unit.
+        // In bf16 (AMX or AVX512-BF16) the logits move by the rounding of inputs and
+        // activations; in int8 (AMX-INT8 or AVX512-VNNI) by the quantisation of weights and
+        // activations (measured ~1% here). Both are f32 where the CPU has neither.
         for (precision, tolerance) in [
             (crate::cpu::Precision::Bf16, 2e-2),
             (crate::cpu::Precision::Int8, 5e-2),

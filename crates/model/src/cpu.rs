@@ -15,11 +15,13 @@
 //!   to the tile's sums while they are still hot: by the f32 kernel, which starts its sums from
 //!   them, or by the tile kernel's epilogue.
 //!
-//! The product itself is [`crate::cpu_kernel`]'s: bf16 on the AMX tile unit where the CPU has
-//! one and [`Precision::Bf16`] is asked for, else f32 (an AVX-512 kernel where the CPU has it).
-//! On the tiles, every activation after the max-pool is bf16 (sums in f32): the epilogue rounds
-//! them as it writes them, which is where the next layer would have rounded them anyway, and
-//! they take half the memory traffic.
+//! The product itself is [`crate::cpu_kernel`]'s: at [`Precision::Bf16`] bf16 on the AMX tile
+//! unit or with AVX512-BF16 where the CPU has either (both read the same bf16 `A` layout, so
+//! "the tiles" below means either), at [`Precision::Int8`] int8 (AMX-INT8 or AVX512-VNNI, f32
+//! in and out), else f32 (an AVX-512 kernel where the CPU has it). On a bf16 kernel, every
+//! activation after the max-pool is bf16 (sums in f32): the epilogue rounds them as it writes
+//! them, which is where the next layer would have rounded them anyway, and they take half the
+//! memory traffic.
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.
@@ -309,7 +311,7 @@ impl Conv {
             let Some((stride, padded_rows)) = bf16_rows(&self.weight, rows) else {
                 // The f32 kernels: f32 in and out.
                 let (Some(data), Out::F32(dst)) = (I::f32s(&x.data), O::out(dst)) else {
-                    panic!("bf16 activations only between layers on the tiles");
+                    panic!("bf16 activations only between layers on a bf16 kernel");
                 };
                 if direct {
                     let lhs = &data[row0 * kdim..(row0 + rows) * kdim];

@@ -1,7 +1,7 @@
 //! The CPU engine's matrix product: `C[m×n] += A[m×k] · B[k×n]` (row-major), with an optional
 //! ReLU applied as `C` is written back.
 //!
-//! Four kernels (and AMX-INT8, below), chosen when the weights are packed ([`PackedB::new`]):
+//! The kernels, chosen when the weights are packed ([`PackedB::new`]):
 //! - **AMX-BF16** ([`Precision::Bf16`], on CPUs with Intel AMX): `B` is packed once into bf16
 //!   tiles of 32 deep × 16 columns, `A` is rounded to bf16 per call, and `tdpbf16ps` multiplies
 //!   16×32 by 32×16 tiles into f32 accumulators (2×2 tiles of output at a time). The sums stay
@@ -16,6 +16,10 @@
 //!   stable build only has AVX2 kernels, which leave half of such a CPU's floating-point width
 //!   unused.
 //! - everywhere else (no AVX-512, or `n` not a multiple of 32) the `gemm` crate (f32).
+//!
+//! At [`Precision::Int8`]: AMX-INT8 on the tiles (`tdpbusd`/`tdpbssd`), else AVX512-VNNI on
+//! the vector unit ([`avx512vnni`], `vpdpbusd`), with the same integer sums; f32 elsewhere.
+//! `LISTING_GUARD_NO_AVX512` turns every AVX-512 vector kernel off (not the tiles).
 
 /// Columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
@@ -42,11 +46,14 @@ pub enum Precision {
 
 impl Precision {
     /// The fastest this machine offers: bf16 where it has AMX or AVX512-BF16, unless
-    /// `LISTING_GUARD_NO_BF16` is set; f32 otherwise.
+    /// `LISTING_GUARD_NO_BF16` (or its former name `LISTING_GUARD_NO_AMX`) is set; f32
+    /// otherwise.
     pub fn auto() -> Self {
-        if (amx_available() || dpbf16_available())
-            && std::env::var_os("LISTING_GUARD_NO_BF16").is_none()
-        {
+        // `LISTING_GUARD_NO_AMX`: this switch's name until 2026-12-02, still honoured.
+        let off = ["LISTING_GUARD_NO_BF16", "LISTING_GUARD_NO_AMX"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if (amx_available() || dpbf16_available()) && !off {
             Precision::Bf16
         } else {
             Precision::F32
@@ -115,7 +122,7 @@ pub(crate) fn amx_available() -> bool {
 pub(crate) fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        !amx::int8_available() && avx512vnni::available()
+        !amx::int8_available() && avx512() && avx512vnni::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -127,7 +134,7 @@ pub(crate) fn vnni_available() -> bool {
 pub(crate) fn dpbf16_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        !amx::available() && avx512bf16::available()
+        !amx::available() && avx512() && avx512bf16::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -287,7 +294,8 @@ pub fn peak_gflops(threads: usize, seconds: f64, precision: Precision) -> f64 {
     2.0 * (m * k * n) as f64 * done as f64 / started.elapsed().as_secs_f64() / 1e9
 }
 
-/// Where a product's rows go: f32, or rounded to bf16 for a next layer that runs on the tiles.
+/// Where a product's rows go: f32, or rounded to bf16 for a next layer that runs on a bf16
+/// kernel.
 #[derive(Debug)]
 pub(crate) enum Out<'a> {
     F32(&'a mut [f32]),
@@ -310,7 +318,7 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) bias: &'a [f32],
     /// Laid out like the output (a residual branch), if any.
     pub(crate) residual: Option<&'a [f32]>,
-    /// The same in bf16 (only for the tile kernel, and never with `residual`).
+    /// The same in bf16 (only for the bf16 kernels, and never with `residual`).
     pub(crate) residual16: Option<&'a [u16]>,
     /// Apply ReLU.
     pub(crate) relu: bool,
@@ -449,7 +457,7 @@ pub(crate) fn bf16_scalar(x: f32) -> u16 {
 /// `m × k` zero). Only for weights that run on a bf16 kernel.
 pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize, e: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
-    let (kp, mp) = bf16_rows(b, m).expect("weights packed for the tiles");
+    let (kp, mp) = bf16_rows(b, m).expect("weights packed for a bf16 kernel");
     assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
     assert!(
@@ -1440,6 +1448,40 @@ mod tests {
                                 "{kernel} {m}x{n}x{k} at ({r}, {c}): {g} vs {want}"
                             );
                         }
+                    }
+                }
+                // A bf16 kernel's own path: bf16 `A` in its layout, a bf16 residual, bf16 out
+                // (the next layer's input), each value the definition rounded once.
+                let Some((kp, mp)) = bf16_rows(&b, m) else {
+                    continue;
+                };
+                let mut a16 = vec![u16::MAX; mp * kp];
+                pack_a16(&a, k, kp, &mut a16, |d, s| to_bf16(s, d));
+                let mut res16 = vec![0u16; m * n];
+                to_bf16(&res, &mut res16);
+                let widen = |h: u16| f32::from_bits(u32::from(h) << 16);
+                let mut got16 = vec![u16::MAX; m * n];
+                let e = Epilogue {
+                    bias: &bias,
+                    residual: None,
+                    residual16: Some(&res16),
+                    relu: true,
+                };
+                matmul_fused_bf16(Out::Bf16(&mut got16), &a16, &b, m, e);
+                for r in 0..m {
+                    for c in 0..n {
+                        let mut want = bias[c] + widen(res16[r * n + c]);
+                        for i in 0..k {
+                            want +=
+                                as_multiplied(a[r * k + i], &b) * as_multiplied(w[i * n + c], &b);
+                        }
+                        let want = want.max(0.0);
+                        let g = widen(got16[r * n + c]);
+                        // The rounding to bf16 (2⁻⁹ relative) on top of the sums' order.
+                        assert!(
+                            (g - want).abs() < 5e-3 * want.abs().max(1.0),
+                            "{kernel} bf16 out {m}x{n}x{k} at ({r}, {c}): {g} vs {want}"
+                        );
                     }
                 }
             }

@@ -179,8 +179,8 @@ impl NprDetector {
         }
     }
 
-    /// The kernel the convolutions run on: the CPU engine's (`amx-int8`, `amx-bf16`,
-    /// `avx512-f32`, `gemm-f32`), or `candle` on another device.
+    /// The kernel the convolutions run on: the CPU engine's (`amx-int8`, `avx512-vnni`,
+    /// `amx-bf16`, `avx512-bf16`, `avx512-f32`, `gemm-f32`), or `candle` on another device.
     pub fn kernel(&self) -> &'static str {
         match &self.cpu {
             Some(_) => self.precision.kernel(),

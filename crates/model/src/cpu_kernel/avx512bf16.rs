@@ -11,8 +11,8 @@
 //! applies the ReLU and stores f32 or bf16 straight from the registers.
 //!
 //! The depth is not split into passes (as the f32 kernel's is): with a bf16 output the sums
-//! must be complete when they are stored. A panel over the network's deepest product (3×3×512)
-//! is 288 KiB, which stays in L2 while every row block passes over it.
+//! must be complete when they are stored. A panel over the network's deepest product (3×3×128)
+//! is 72 KiB, which stays in L2 while every row block passes over it.
 
 use super::{bf16_scalar as bf16, up, Epilogue, Out, TK};
 use std::arch::x86_64::{
@@ -28,11 +28,13 @@ const MR: usize = 12;
 /// Columns per panel (two 16-lane registers).
 const NR: usize = 32;
 
-/// AVX-512F and AVX512-BF16 were detected.
+/// AVX-512F, AVX512-BW and AVX512-BF16 were detected (rustc lets code compiled for
+/// AVX512-BF16 use BW instructions; every CPU with BF16 has BW).
 pub(super) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     })
 }
@@ -177,8 +179,8 @@ unsafe fn finish<const R: usize>(
 }
 
 /// One row of 32 sums (`v0`, then `v1`) of a product into `dst[at .. at + 32]`:
-/// act(sums + bias + residual), stored as f32 or rounded to bf16 (to nearest even;
-/// `vcvtneps2bf16` flushes subnormals to zero). `b0`, `b1`: the columns' 32 biases.
+/// act(sums + bias + residual) ([`activate_row`]), stored as f32 or rounded to bf16 (to
+/// nearest even; `vcvtneps2bf16` flushes subnormals to zero).
 ///
 /// # Safety
 /// AVX-512F and AVX512-BF16; `dst` and the epilogue's residual hold `at + 32` values.
@@ -187,10 +189,43 @@ unsafe fn finish<const R: usize>(
 pub(super) unsafe fn store_row(
     dst: &mut Out<'_>,
     at: usize,
+    v: (__m512, __m512),
+    b: (__m512, __m512),
+    e: &Epilogue<'_>,
+) {
+    // SAFETY: the caller's bounds.
+    unsafe {
+        let (v0, v1) = activate_row(at, v, b, e);
+        match dst {
+            Out::F32(d) => {
+                let o = d.as_mut_ptr().add(at);
+                _mm512_storeu_ps(o, v0);
+                _mm512_storeu_ps(o.add(16), v1);
+            }
+            Out::Bf16(d) => {
+                let o = d.as_mut_ptr().add(at);
+                let h0: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v0));
+                let h1: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v1));
+                _mm256_storeu_si256(o.cast(), h0);
+                _mm256_storeu_si256(o.add(16).cast(), h1);
+            }
+        }
+    }
+}
+
+/// act(sums + bias + residual) for one row of 32 sums (`v0`, then `v1`) that go to
+/// `[at .. at + 32]` of the output; `b0`, `b1`: the columns' 32 biases.
+///
+/// # Safety
+/// AVX-512F; the epilogue's residual holds `at + 32` values.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn activate_row(
+    at: usize,
     (v0, v1): (__m512, __m512),
     (b0, b1): (__m512, __m512),
     e: &Epilogue<'_>,
-) {
+) -> (__m512, __m512) {
     // SAFETY: the caller's bounds.
     unsafe {
         let mut v0 = _mm512_add_ps(v0, b0);
@@ -215,20 +250,7 @@ pub(super) unsafe fn store_row(
             v0 = _mm512_max_ps(v0, zero);
             v1 = _mm512_max_ps(v1, zero);
         }
-        match dst {
-            Out::F32(d) => {
-                let o = d.as_mut_ptr().add(at);
-                _mm512_storeu_ps(o, v0);
-                _mm512_storeu_ps(o.add(16), v1);
-            }
-            Out::Bf16(d) => {
-                let o = d.as_mut_ptr().add(at);
-                let h0: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v0));
-                let h1: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v1));
-                _mm256_storeu_si256(o.cast(), h0);
-                _mm256_storeu_si256(o.add(16).cast(), h1);
-            }
-        }
+        (v0, v1)
     }
 }
 

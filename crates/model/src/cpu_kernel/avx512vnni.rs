@@ -1,5 +1,6 @@
 //! The AVX512-VNNI int8 kernel, for [`super::Precision::Int8`] on CPUs without AMX-INT8 (AMD
-//! Zen 4 and later, Intel Ice Lake and later): the tile kernel's arithmetic on the vector unit.
+//! Zen 4 and later, Intel Cascade Lake and later): the tile kernel's arithmetic on the vector
+//! unit.
 //!
 //! `B` is quantised once per output column (largest magnitude → 127, as on the tiles) and
 //! packed into panels of 32 columns, each column's depth quads interleaved (the four bytes
@@ -10,10 +11,10 @@
 //! integer sums are exactly those of the tile kernel. Each block of 12 rows × 32 columns keeps
 //! its 24 i32 sums in registers over the whole depth (per depth quad: two loads of `B`, one
 //! broadcast per row, 24 `vpdpbusd` of 64 products each, four times an f32 FMA's), then scales
-//! them back to f32 and hands them to the bf16 kernel's epilogue
-//! ([`super::avx512bf16::store_row`]).
+//! them back to f32 through the bf16 kernel's epilogue ([`super::avx512bf16::activate_row`];
+//! the output is always f32: int8 activations are not kept between layers).
 
-use super::avx512bf16::{store_partial, store_row};
+use super::avx512bf16::{activate_row, store_partial};
 use super::{int8_scales, int8_weight, up, Epilogue, Out};
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512,
@@ -30,15 +31,12 @@ const NR: usize = 32;
 /// Depth per `vpdpbusd` lane.
 const QUAD: usize = 4;
 
-/// AVX-512F, AVX512-BW, AVX512-VNNI and AVX512-BF16 (the shared epilogue's bf16 stores) were
-/// detected.
+/// AVX-512F and AVX512-VNNI were detected.
 pub(super) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
     })
 }
 
@@ -57,6 +55,8 @@ pub(crate) struct Quads {
 /// The row-major `k × n` weights quantised and packed for [`matmul`].
 pub(super) fn pack(plain: &[f32], k: usize, n: usize) -> Quads {
     let (kp, np) = (up(k, QUAD), up(n, NR));
+    // i32 sums: at most k · 255 · 127, inside 2³¹ up to this depth.
+    assert!(k < 66_000, "depth {k} too deep for i32 sums");
     let mut scales = int8_scales(plain, k, n);
     scales.resize(np, 0.0);
     let q = |kk: usize, col: usize| {
@@ -92,7 +92,7 @@ thread_local! {
 /// # Safety
 /// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
 /// `w` must be [`pack`]'s output for `k × n`, and the epilogue's slices `n` and `m×n`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512vnni")]
 pub(super) unsafe fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
@@ -103,7 +103,6 @@ pub(super) unsafe fn matmul(
     let (kp, np) = (up(k, QUAD), up(n, NR));
     assert!(w.b.len() == kp * np && w.scales.len() == np && w.offset.len() == np);
     assert!(dst.len() == m * n && lhs.len() == m * k && e.bias.len() == n);
-    let mut dst = Out::F32(dst);
     A8.with_borrow_mut(|(a8, row_scale)| {
         if a8.len() < m * kp {
             a8.resize(m * kp, 0);
@@ -152,7 +151,7 @@ pub(super) unsafe fn matmul(
                             // bytes in `b`; the block lies inside `dst`.
                             $($i => unsafe {
                                 let acc = block::<$i>(kq, a, kp, b);
-                                finish(&mut dst, &acc, rs, r, &cols, n, &e);
+                                finish(&mut *dst, &acc, rs, r, &cols, n, &e);
                             },)*
                             _ => unreachable!("at most MR rows"),
                         }
@@ -207,11 +206,11 @@ unsafe fn block<const R: usize>(
 /// scales), through the epilogue into rows `r0 ..` of the `· × n` output.
 ///
 /// # Safety
-/// AVX-512F, AVX512-BF16; rows `r0 .. r0 + R` are inside `dst` and the epilogue's slices.
-#[target_feature(enable = "avx512f,avx512bf16")]
+/// AVX-512F; rows `r0 .. r0 + R` are inside `dst` and the epilogue's slices.
+#[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn finish<const R: usize>(
-    dst: &mut Out<'_>,
+    dst: &mut [f32],
     acc: &[[__m512i; 2]; R],
     row_scale: &[f32],
     r0: usize,
@@ -239,12 +238,17 @@ unsafe fn finish<const R: usize>(
             );
             let at = (r0 + i) * n + c0;
             match bias {
-                Some(b) => store_row(dst, at, v, b, e),
+                Some(b) => {
+                    let (v0, v1) = activate_row(at, v, b, e);
+                    let o = dst.as_mut_ptr().add(at);
+                    _mm512_storeu_ps(o, v0);
+                    _mm512_storeu_ps(o.add(16), v1);
+                }
                 None => {
                     let mut sums = [0f32; NR];
                     _mm512_storeu_ps(sums.as_mut_ptr(), v.0);
                     _mm512_storeu_ps(sums.as_mut_ptr().add(16), v.1);
-                    store_partial(dst, at, &sums[..width], c0, e);
+                    store_partial(&mut Out::F32(dst), at, &sums[..width], c0, e);
                 }
             }
         }
