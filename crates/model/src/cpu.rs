@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 pub use crate::cpu_kernel::Precision;
 use crate::cpu_kernel::{
-    bf16_rows, matmul_fused, matmul_fused_bf16, pack_a16, to_bf16, Epilogue, Out, PackedB,
+    bf16_rows, grown, matmul_fused, matmul_fused_bf16, pack_a16, to_bf16, Epilogue, Out, PackedB,
 };
 
 /// Activations in NHWC order, contiguous: f32, or (between layers that run on the tiles) bf16
@@ -406,14 +406,6 @@ impl Conv {
             }
         }
     }
-}
-
-/// The first `len` values of `buf`, grown (never shrunk) to hold them.
-fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    if buf.len() < len {
-        buf.resize(len, T::default());
-    }
-    &mut buf[..len]
 }
 
 /// Output pixels per tile: large enough for an efficient GEMM, small enough to keep the tile in

@@ -333,10 +333,7 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     if let Some((kp, mp)) = bf16_rows(b, m) {
         // A bf16 kernel: `A` rounded into this thread's buffer in its layout.
         A16.with_borrow_mut(|a16| {
-            if a16.len() < mp * kp {
-                a16.resize(mp * kp, 0);
-            }
-            let a16 = &mut a16[..mp * kp];
+            let a16 = grown(a16, mp * kp);
             pack_a16(lhs, k, kp, a16, |d, s| to_bf16(s, d));
             matmul_fused_bf16(Out::F32(dst), a16, b, m, e);
         });
@@ -388,6 +385,15 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     if e.relu {
         dst.iter_mut().for_each(|v| *v = v.max(0.0));
     }
+}
+
+/// The first `len` values of `buf`, grown (never shrunk) to hold them: a reused per-thread
+/// scratch buffer (im2col, a kernel's rounded or quantised `A`).
+pub(crate) fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    &mut buf[..len]
 }
 
 thread_local! {
@@ -847,12 +853,9 @@ mod amx {
         assert!(tiles.len() == (np / T) * kt * TILE8 && scales.len() == n);
         let mut out = Out::F32(dst);
         A8.with_borrow_mut(|(a8, row_scale)| {
-            if a8.len() < mp * kp {
-                a8.resize(mp * kp, 0);
-            }
             row_scale.clear();
             row_scale.resize(mp, 0.0);
-            let a8 = &mut a8[..mp * kp];
+            let a8 = super::grown(a8, mp * kp);
             // SAFETY: the caller guarantees AVX-512F.
             let unsigned = unsafe { quantise_rows(lhs, k, kp, a8, row_scale) };
             a8[m * kp..].fill(0);

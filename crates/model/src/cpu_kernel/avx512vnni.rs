@@ -15,7 +15,7 @@
 //! the output is always f32: int8 activations are not kept between layers).
 
 use super::avx512bf16::{activate_row, store_partial};
-use super::{int8_scales, int8_weight, up, Epilogue, Out};
+use super::{grown, int8_scales, int8_weight, up, Epilogue, Out};
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512,
     _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_si512, _mm512_storeu_ps,
@@ -104,12 +104,9 @@ pub(super) unsafe fn matmul(
     assert!(w.b.len() == kp * np && w.scales.len() == np && w.offset.len() == np);
     assert!(dst.len() == m * n && lhs.len() == m * k && e.bias.len() == n);
     A8.with_borrow_mut(|(a8, row_scale)| {
-        if a8.len() < m * kp {
-            a8.resize(m * kp, 0);
-        }
         row_scale.clear();
         row_scale.resize(m, 0.0);
-        let a8 = &mut a8[..m * kp];
+        let a8 = grown(a8, m * kp);
         // SAFETY: AVX-512F is the caller's guarantee.
         let unsigned = unsafe { super::amx::quantise_rows(lhs, k, kp, a8, row_scale) };
         if !unsigned {
