@@ -17,11 +17,12 @@
 //!
 //! The product itself is [`crate::cpu_kernel`]'s: at [`Precision::Bf16`] bf16 on the AMX tile
 //! unit or with AVX512-BF16 where the CPU has either (both read the same bf16 `A` layout, so
-//! "the tiles" below means either), at [`Precision::Int8`] int8 (AMX-INT8 or AVX512-VNNI, f32
-//! in and out), else f32 (an AVX-512 kernel where the CPU has it). On a bf16 kernel, every
-//! activation after the max-pool is bf16 (sums in f32): the epilogue rounds them as it writes
-//! them, which is where the next layer would have rounded them anyway, and they take half the
-//! memory traffic.
+//! "the tiles" below means either), at [`Precision::Int8`] int8 (AMX-INT8 with f32 in and out;
+//! AVX512-VNNI, which where the CPU also has AVX512-BF16 reads and writes the same bf16 `A`
+//! layout and so counts as "the tiles" too), else f32 (an AVX-512 kernel where the CPU has it).
+//! On a bf16 kernel, every activation after the max-pool is bf16 (sums in f32): the epilogue
+//! rounds them as it writes them, which is where the next layer would have rounded them
+//! anyway, and they take half the memory traffic.
 //! Tiles of output pixels run in parallel on rayon's pool (`RAYON_NUM_THREADS`), each GEMM
 //! single-threaded. The weights are the same folded weights as [`crate::arch::Npr::folded`]; a
 //! test checks both give the same logits. Training and the CUDA path use the candle graph.

@@ -72,14 +72,17 @@ impl Precision {
         }
     }
 
-    /// What the model version is marked with when this precision runs here (`bf16a` or
-    /// `int8`), so scores of different arithmetic never share a cache entry or a decision id;
-    /// `None` where the products are f32. `bf16a`: bf16 products and bf16 activations between
-    /// the layers (until 2026-12 the activations between blocks were f32, marked `bf16`), on
-    /// either bf16 kernel (they differ only in the order of the f32 sums, as the f32 kernels do).
+    /// What the model version is marked with when this precision runs here (`bf16a`, `int8a`
+    /// or `int8`), so scores of different arithmetic never share a cache entry or a decision
+    /// id; `None` where the products are f32. `bf16a`: bf16 products and bf16 activations
+    /// between the layers (until 2026-12 the activations between blocks were f32, marked
+    /// `bf16`), on either bf16 kernel (they differ only in the order of the f32 sums, as the
+    /// f32 kernels do). `int8a`: int8 products on the VNNI kernel with bf16 activations
+    /// between the layers ([`int8_bf16_activations`]); `int8`: with f32 activations.
     pub fn version_mark(self) -> Option<&'static str> {
         match self.kernel() {
             "amx-bf16" | "avx512-bf16" => Some("bf16a"),
+            "avx512-vnni" if int8_bf16_activations() => Some("int8a"),
             "amx-int8" | "avx512-vnni" => Some("int8"),
             _ => None,
         }
@@ -330,6 +333,16 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     assert!(dst.len() == m * n && lhs.len() == m * k, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
     assert!(e.residual16.is_none(), "a bf16 residual only with bf16 `A`");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(quads) = &b.quads {
+        // SAFETY: `quads` exists only when `avx512vnni::available()` saw its instructions; the
+        // shapes were checked above. (f32 `A` straight to the bytes, not through bf16.)
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512vnni::matmul(dst, lhs, quads, (m, n, k), e)
+        };
+        return;
+    }
     if let Some((kp, mp)) = bf16_rows(b, m) {
         // A bf16 kernel: `A` rounded into this thread's buffer in its layout.
         A16.with_borrow_mut(|a16| {
@@ -346,16 +359,6 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
         #[allow(unsafe_code)]
         unsafe {
             amx::matmul_i8(dst, lhs, tiles, scales, (m, n, k), e)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if let Some(quads) = &b.quads {
-        // SAFETY: `quads` exists only when `avx512vnni::available()` saw its instructions; the
-        // shapes were checked above.
-        #[allow(unsafe_code)]
-        unsafe {
-            avx512vnni::matmul(dst, lhs, quads, (m, n, k), e)
         };
         return;
     }
@@ -387,6 +390,40 @@ pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, 
     }
 }
 
+impl PackedB {
+    /// Whether these are int8 weights for the VNNI kernel on a CPU that also has AVX512-BF16,
+    /// so that the kernel takes bf16 `A` ([`bf16_rows`]) and gives bf16 out.
+    fn quads16(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.quads.is_some() && int8_bf16_activations()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+}
+
+/// Whether the int8 VNNI kernel runs with bf16 activations between the layers: AVX512-BF16 is
+/// there for the epilogue's rounding (every CPU with VNNI and BF16: Zen 4 and later, Cooper
+/// Lake), unless `LISTING_GUARD_INT8_F32_ACTIVATIONS` is set.
+pub(crate) fn int8_bf16_activations() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            vnni_available()
+                && avx512bf16::available()
+                && std::env::var_os("LISTING_GUARD_INT8_F32_ACTIVATIONS").is_none()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The first `len` values of `buf`, grown (never shrunk) to hold them: a reused per-thread
 /// scratch buffer (im2col, a kernel's rounded or quantised `A`).
 pub(crate) fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
@@ -406,7 +443,7 @@ thread_local! {
 /// writes it in bf16 straight away, instead of writing f32 that the kernel then reads back and
 /// rounds.
 pub(crate) fn bf16_rows(b: &PackedB, m: usize) -> Option<(usize, usize)> {
-    (b.tiles.is_some() || b.pairs.is_some()).then(|| a16_shape(m, b.k))
+    (b.tiles.is_some() || b.pairs.is_some() || b.quads16()).then(|| a16_shape(m, b.k))
 }
 
 /// `A` in the tile kernel's layout ([`bf16_rows`]: depth stride `stride`, rows padded) from
@@ -492,6 +529,16 @@ pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize
         #[allow(unsafe_code)]
         unsafe {
             avx512bf16::multiply(dst, a16, pairs, (m, n, k), e)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(quads) = b.quads.as_ref().filter(|_| b.quads16()) {
+        // SAFETY: `quads16` holds only when the VNNI kernel and AVX512-BF16 were detected; the
+        // shapes were checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512vnni::multiply(dst, a16, quads, (m, n, k), e)
         };
         return;
     }
@@ -949,6 +996,47 @@ mod amx {
         });
     }
 
+    /// A value of `A` that [`quantise_rows`] reads: f32, or bf16 bits.
+    pub(super) trait Lane: Copy {
+        /// 16 values from `p` as f32.
+        ///
+        /// # Safety
+        /// AVX-512F; `p` holds 16 values.
+        unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+        /// One value as f32.
+        fn wide(self) -> f32;
+    }
+
+    impl Lane for f32 {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+            // SAFETY: the caller's.
+            unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+        }
+        fn wide(self) -> f32 {
+            self
+        }
+    }
+
+    impl Lane for u16 {
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn load16(p: *const u16) -> std::arch::x86_64::__m512 {
+            use std::arch::x86_64::{
+                _mm256_loadu_si256, _mm512_castsi512_ps, _mm512_cvtepu16_epi32, _mm512_slli_epi32,
+            };
+            // SAFETY: the caller's; bf16 → f32 is the 16 bits moved up.
+            unsafe {
+                let h = _mm256_loadu_si256(p.cast());
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+            }
+        }
+        fn wide(self) -> f32 {
+            f32::from_bits(u32::from(self) << 16)
+        }
+    }
+
     /// Quantises each of the `lhs.len() / k` rows into `out` (rows of `kp` bytes, the depth
     /// padding zeroed) with its scale in `scale`; true when every value is non-negative (the
     /// bytes are then unsigned, 0..=255), else they are signed (−127..=127).
@@ -956,8 +1044,8 @@ mod amx {
     /// # Safety
     /// AVX-512F must be available.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn quantise_rows(
-        lhs: &[f32],
+    pub(super) unsafe fn quantise_rows<S: Lane>(
+        lhs: &[S],
         k: usize,
         kp: usize,
         out: &mut [u8],
@@ -965,7 +1053,7 @@ mod amx {
     ) -> bool {
         use std::arch::x86_64::{
             _mm512_abs_ps, _mm512_cvtps_epi32, _mm512_cvtsepi32_epi8, _mm512_cvtusepi32_epi8,
-            _mm512_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
+            _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
             _mm512_reduce_min_ps, _mm512_set1_ps, _mm_storeu_si128,
         };
         // One pass: each row's largest magnitude (one horizontal reduction per row), kept in
@@ -980,12 +1068,12 @@ mod amx {
                 let mut vmax = _mm512_set1_ps(0.0);
                 let mut chunks = row.chunks_exact(16);
                 for c in chunks.by_ref() {
-                    let v = _mm512_loadu_ps(c.as_ptr());
+                    let v = S::load16(c.as_ptr());
                     vlo = _mm512_min_ps(vlo, v);
                     vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
                 }
                 let mut amax = _mm512_reduce_max_ps(vmax);
-                for &v in chunks.remainder() {
+                for v in chunks.remainder().iter().map(|v| v.wide()) {
                     lowest = lowest.min(v);
                     amax = amax.max(v.abs());
                 }
@@ -1012,10 +1100,8 @@ mod amx {
             unsafe {
                 let vinv = _mm512_set1_ps(inv);
                 while done + 16 <= k {
-                    let q = _mm512_cvtps_epi32(_mm512_mul_ps(
-                        _mm512_loadu_ps(row.as_ptr().add(done)),
-                        vinv,
-                    ));
+                    let q =
+                        _mm512_cvtps_epi32(_mm512_mul_ps(S::load16(row.as_ptr().add(done)), vinv));
                     let b = if unsigned {
                         _mm512_cvtusepi32_epi8(q)
                     } else {
@@ -1025,8 +1111,8 @@ mod amx {
                     done += 16;
                 }
             }
-            for (o, &v) in vals[done..].iter_mut().zip(&row[done..]) {
-                let q = (v * inv).round_ties_even();
+            for (o, v) in vals[done..].iter_mut().zip(&row[done..]) {
+                let q = (v.wide() * inv).round_ties_even();
                 *o = if unsigned {
                     q.clamp(0.0, 255.0) as u8
                 } else {
@@ -1400,6 +1486,53 @@ mod tests {
                             "{kernel} {m}x{n}x{k} at ({r}, {c}): {g} vs f32 {exact}"
                         );
                     }
+                }
+            }
+            // The VNNI kernel's bf16 path (bf16 activations between layers): `A` in the bf16
+            // layout, quantised from its bf16 values, out in f32 and, with a bf16 residual, in
+            // bf16.
+            let widen = |h: u16| f32::from_bits(u32::from(h) << 16);
+            let mut a_rounded = vec![0u16; m * k];
+            to_bf16(&a, &mut a_rounded);
+            let a_rounded: Vec<f32> = a_rounded.into_iter().map(widen).collect();
+            let product16 = int8_product(&a_rounded, &w, (m, n, k));
+            let mut res16 = vec![0u16; m * n];
+            to_bf16(&res, &mut res16);
+            for (kernel, b) in &packed {
+                let Some((kp, mp)) = bf16_rows(b, m) else {
+                    continue;
+                };
+                let mut a16 = vec![u16::MAX; mp * kp];
+                pack_a16(&a, k, kp, &mut a16, |d, s| to_bf16(s, d));
+                let mut got = vec![f32::NAN; m * n];
+                let plain = Epilogue {
+                    bias: &bias,
+                    residual: None,
+                    residual16: None,
+                    relu: false,
+                };
+                matmul_fused_bf16(Out::F32(&mut got), &a16, b, m, plain);
+                let mut got16 = vec![u16::MAX; m * n];
+                let e = Epilogue {
+                    residual16: Some(&res16),
+                    relu: true,
+                    ..plain
+                };
+                matmul_fused_bf16(Out::Bf16(&mut got16), &a16, b, m, e);
+                for at in 0..m * n {
+                    let want = product16[at] + bias[at % n];
+                    let g = got[at];
+                    assert!(
+                        (g - want).abs() < 1e-4 * want.abs().max(1.0),
+                        "{kernel} bf16 A {m}x{n}x{k} at {at}: {g} vs quantised {want}"
+                    );
+                    let want = (want + widen(res16[at])).max(0.0);
+                    let g = widen(got16[at]);
+                    // The rounding to bf16 (2⁻⁹ relative) on top.
+                    assert!(
+                        (g - want).abs() < 5e-3 * want.abs().max(1.0),
+                        "{kernel} bf16 A, bf16 out {m}x{n}x{k} at {at}: {g} vs quantised {want}"
+                    );
                 }
             }
         }

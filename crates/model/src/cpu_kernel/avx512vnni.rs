@@ -11,11 +11,16 @@
 //! integer sums are exactly those of the tile kernel. Each block of 12 rows × 32 columns keeps
 //! its 24 i32 sums in registers over the whole depth (per depth quad: two loads of `B`, one
 //! broadcast per row, 24 `vpdpbusd` of 64 products each, four times an f32 FMA's), then scales
-//! them back to f32 through the bf16 kernel's epilogue ([`super::avx512bf16::activate_row`];
-//! the output is always f32: int8 activations are not kept between layers).
+//! them back to f32 through the bf16 kernel's epilogue ([`super::avx512bf16::activate_row`]).
+//!
+//! `A` comes in f32 ([`matmul`]) or, where the CPU also has AVX512-BF16, in the bf16 kernels'
+//! layout with the output f32 or bf16 ([`multiply`]): then the activations between the layers
+//! are bf16, as at [`super::Precision::Bf16`], and are quantised from bf16 (half the bytes to
+//! gather and read); int8 values are not kept between layers.
 
-use super::avx512bf16::{activate_row, store_partial};
-use super::{grown, int8_scales, int8_weight, up, Epilogue, Out};
+use super::amx::{quantise_rows, Lane};
+use super::avx512bf16::{activate_row, store_partial, store_row};
+use super::{grown, int8_scales, int8_weight, up, Epilogue, Out, TK};
 use std::arch::x86_64::{
     __m512, __m512i, _mm512_cvtepi32_ps, _mm512_dpbusd_epi32, _mm512_loadu_ps, _mm512_loadu_si512,
     _mm512_mul_ps, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_si512, _mm512_storeu_ps,
@@ -87,7 +92,7 @@ thread_local! {
     static A8: RefCell<(Vec<u8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `dst[m×n] = act(A · B + bias + residual)` in int8 products with i32 sums.
+/// `dst[m×n] = act(A · B + bias + residual)` in int8 products with i32 sums, `A` in f32.
 ///
 /// # Safety
 /// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
@@ -100,15 +105,61 @@ pub(super) unsafe fn matmul(
     (m, n, k): (usize, usize, usize),
     e: Epilogue<'_>,
 ) {
+    assert!(lhs.len() == m * k, "matrix shapes");
+    // SAFETY: the caller's guarantees; `lhs` holds `m` rows of `k`.
+    unsafe { quantised(Out::F32(dst), lhs, k, w, (m, n, k), e) }
+}
+
+/// [`matmul`] with `A` in bf16 (`a16`: rows of [`super::a16_shape`]'s depth stride, the depth
+/// padding zero) and the output f32 or bf16: the layers between which the activations are
+/// bf16 ([`super::bf16_rows`]).
+///
+/// # Safety
+/// [`available`] and AVX512-BF16 (the bf16 output's rounding); `a16` must hold `m` rows at
+/// the padded depth, the rest as for [`matmul`].
+#[target_feature(enable = "avx512f,avx512vnni,avx512bf16")]
+pub(super) unsafe fn multiply(
+    dst: Out<'_>,
+    a16: &[u16],
+    w: &Quads,
+    (m, n, k): (usize, usize, usize),
+    e: Epilogue<'_>,
+) {
+    let stride = up(k, TK);
+    assert!(a16.len() >= m * stride, "bf16 rows of A");
+    // The padded rows are quantised whole: their zeros change neither the row's largest
+    // magnitude nor the sign test.
+    // SAFETY: the caller's guarantees; `a16` holds `m` rows of `stride`.
+    unsafe { quantised(dst, &a16[..m * stride], stride, w, (m, n, k), e) }
+}
+
+/// Quantises `A` (`m` rows of `stride` values, the first `k` of each the row's) per row and
+/// runs the product over it.
+///
+/// # Safety
+/// [`available`]; AVX512-BF16 too where `dst` is bf16; `w` [`pack`]'s output for `k × n`;
+/// `dst` `m × n` values and the epilogue's slices `n` and `m × n`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn quantised<S: Lane>(
+    mut dst: Out<'_>,
+    lhs: &[S],
+    stride: usize,
+    w: &Quads,
+    (m, n, k): (usize, usize, usize),
+    e: Epilogue<'_>,
+) {
     let (kp, np) = (up(k, QUAD), up(n, NR));
     assert!(w.b.len() == kp * np && w.scales.len() == np && w.offset.len() == np);
-    assert!(dst.len() == m * n && lhs.len() == m * k && e.bias.len() == n);
+    assert!(dst.len() == m * n && lhs.len() == m * stride && e.bias.len() == n);
+    // The bytes' rows: `A`'s own stride where it is padded already (bf16 rows), else the
+    // depth padded to whole quads.
+    let lda = up(stride, QUAD);
     A8.with_borrow_mut(|(a8, row_scale)| {
         row_scale.clear();
         row_scale.resize(m, 0.0);
-        let a8 = grown(a8, m * kp);
+        let a8 = grown(a8, m * lda);
         // SAFETY: AVX-512F is the caller's guarantee.
-        let unsigned = unsafe { super::amx::quantise_rows(lhs, k, kp, a8, row_scale) };
+        let unsigned = unsafe { quantise_rows(lhs, stride, lda, a8, row_scale) };
         if !unsigned {
             // −127..=127 as two's complement bytes + 128: 1..=255 (the padding 0 → 128, which
             // meets zero weights).
@@ -139,16 +190,16 @@ pub(super) unsafe fn matmul(
             let mut r = 0;
             while r < m {
                 let rows = MR.min(m - r);
-                let a = unsafe { a8.as_ptr().add(r * kp) };
+                let a = unsafe { a8.as_ptr().add(r * lda) };
                 let rs = &row_scale[r..r + rows];
                 macro_rules! run {
                     ($($i:literal)*) => {
                         match rows {
-                            // SAFETY: `$i` rows of `kq` quads at stride `kp` in `a`, `kq × 4NR`
-                            // bytes in `b`; the block lies inside `dst`.
+                            // SAFETY: `$i` rows of `kq ≤ lda / 4` quads at stride `lda` in
+                            // `a`, `kq × 4NR` bytes in `b`; the block lies inside `dst`.
                             $($i => unsafe {
-                                let acc = block::<$i>(kq, a, kp, b);
-                                finish(&mut *dst, &acc, rs, r, &cols, n, &e);
+                                let acc = block::<$i>(kq, a, lda, b);
+                                finish(&mut dst, &acc, rs, r, &cols, n, &e);
                             },)*
                             _ => unreachable!("at most MR rows"),
                         }
@@ -203,11 +254,12 @@ unsafe fn block<const R: usize>(
 /// scales), through the epilogue into rows `r0 ..` of the `· × n` output.
 ///
 /// # Safety
-/// AVX-512F; rows `r0 .. r0 + R` are inside `dst` and the epilogue's slices.
+/// AVX-512F, and AVX512-BF16 where `dst` is bf16; rows `r0 .. r0 + R` are inside `dst` and the
+/// epilogue's slices.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn finish<const R: usize>(
-    dst: &mut [f32],
+    dst: &mut Out<'_>,
     acc: &[[__m512i; 2]; R],
     row_scale: &[f32],
     r0: usize,
@@ -234,18 +286,20 @@ unsafe fn finish<const R: usize>(
                 back(row[1], cols.offset.1, cols.scale.1),
             );
             let at = (r0 + i) * n + c0;
-            match bias {
-                Some(b) => {
+            match (bias, &mut *dst) {
+                (Some(b), Out::F32(d)) => {
                     let (v0, v1) = activate_row(at, v, b, e);
-                    let o = dst.as_mut_ptr().add(at);
+                    let o = d.as_mut_ptr().add(at);
                     _mm512_storeu_ps(o, v0);
                     _mm512_storeu_ps(o.add(16), v1);
                 }
-                None => {
+                // Rounded to bf16 by the bf16 kernel's store (AVX512-BF16: the caller's).
+                (Some(b), out @ Out::Bf16(_)) => store_row(out, at, v, b, e),
+                (None, out) => {
                     let mut sums = [0f32; NR];
                     _mm512_storeu_ps(sums.as_mut_ptr(), v.0);
                     _mm512_storeu_ps(sums.as_mut_ptr().add(16), v.1);
-                    store_partial(&mut Out::F32(dst), at, &sums[..width], c0, e);
+                    store_partial(out, at, &sums[..width], c0, e);
                 }
             }
         }
