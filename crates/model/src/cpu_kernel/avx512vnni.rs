@@ -106,8 +106,15 @@ pub(super) unsafe fn matmul(
     e: Epilogue<'_>,
 ) {
     assert!(lhs.len() == m * k, "matrix shapes");
-    // SAFETY: the caller's guarantees; `lhs` holds `m` rows of `k`.
-    unsafe { quantised(Out::F32(dst), lhs, k, w, (m, n, k), e) }
+    // The bytes' rows: the depth padded to whole quads.
+    let lda = up(k, QUAD);
+    A8.with_borrow_mut(|(a8, row_scale)| {
+        // SAFETY: the caller's guarantees; `lhs` holds `m` rows of `k`.
+        unsafe {
+            let unsigned = quantise(lhs, k, lda, m, a8, row_scale);
+            product(Out::F32(dst), a8, lda, row_scale, unsigned, w, (m, n, k), e);
+        }
+    });
 }
 
 /// [`matmul`] with `A` in bf16 (`a16`: rows of [`super::a16_shape`]'s depth stride, the depth
@@ -127,89 +134,119 @@ pub(super) unsafe fn multiply(
 ) {
     let stride = up(k, TK);
     assert!(a16.len() >= m * stride, "bf16 rows of A");
-    // The padded rows are quantised whole: their zeros change neither the row's largest
-    // magnitude nor the sign test.
-    // SAFETY: the caller's guarantees; `a16` holds `m` rows of `stride`.
-    unsafe { quantised(dst, &a16[..m * stride], stride, w, (m, n, k), e) }
+    A8.with_borrow_mut(|(a8, row_scale)| {
+        // SAFETY: the caller's guarantees; `a16` holds `m` rows of `stride`. The padded rows
+        // are quantised whole: their zeros change neither a row's largest magnitude nor the
+        // sign test.
+        unsafe {
+            let lhs = &a16[..m * stride];
+            let unsigned = quantise(lhs, stride, stride, m, a8, row_scale);
+            product(dst, a8, stride, row_scale, unsigned, w, (m, n, k), e);
+        }
+    });
 }
 
-/// Quantises `A` (`m` rows of `stride` values, the first `k` of each the row's) per row and
-/// runs the product over it.
+/// `A`'s `m` rows of `stride` values quantised into `a8` (rows of `lda` bytes) with their
+/// scales in `row_scale`; signed bytes stored offset by 128. True where they are unsigned.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn quantise<S: Lane>(
+    lhs: &[S],
+    stride: usize,
+    lda: usize,
+    m: usize,
+    a8: &mut Vec<u8>,
+    row_scale: &mut Vec<f32>,
+) -> bool {
+    row_scale.clear();
+    row_scale.resize(m, 0.0);
+    let a8 = grown(a8, m * lda);
+    // SAFETY: AVX-512F is the caller's guarantee.
+    let unsigned = unsafe { quantise_rows(lhs, stride, lda, a8, row_scale) };
+    if !unsigned {
+        // −127..=127 as two's complement bytes + 128: 1..=255 (the padding 0 → 128, which
+        // meets zero weights).
+        for v in a8.iter_mut() {
+            *v ^= 0x80;
+        }
+    }
+    unsigned
+}
+
+/// The product over quantised `A` (`a8`: rows of `lda ≥ up(k, 4)` bytes, each row's scale in
+/// `row_scale`). Inlined (as everything it calls) into [`matmul`] and [`multiply`], so that each
+/// is compiled with its own features and no closure stands between them and the loop: in
+/// [`multiply`] the bf16 store ([`store_row`], AVX512-BF16) is inlined into the epilogue instead
+/// of being called once per row (measured: that call was 8% of the pipeline's CPU with int8).
 ///
 /// # Safety
 /// [`available`]; AVX512-BF16 too where `dst` is bf16; `w` [`pack`]'s output for `k × n`;
-/// `dst` `m × n` values and the epilogue's slices `n` and `m × n`.
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn quantised<S: Lane>(
+/// `a8` `m × lda` bytes, `dst` `m × n` values and the epilogue's slices `n` and `m × n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
     mut dst: Out<'_>,
-    lhs: &[S],
-    stride: usize,
+    a8: &[u8],
+    lda: usize,
+    row_scale: &[f32],
+    unsigned: bool,
     w: &Quads,
     (m, n, k): (usize, usize, usize),
     e: Epilogue<'_>,
 ) {
     let (kp, np) = (up(k, QUAD), up(n, NR));
     assert!(w.b.len() == kp * np && w.scales.len() == np && w.offset.len() == np);
-    assert!(dst.len() == m * n && lhs.len() == m * stride && e.bias.len() == n);
-    // The bytes' rows: `A`'s own stride where it is padded already (bf16 rows), else the
-    // depth padded to whole quads.
-    let lda = up(stride, QUAD);
-    A8.with_borrow_mut(|(a8, row_scale)| {
-        row_scale.clear();
-        row_scale.resize(m, 0.0);
-        let a8 = grown(a8, m * lda);
-        // SAFETY: AVX-512F is the caller's guarantee.
-        let unsigned = unsafe { quantise_rows(lhs, stride, lda, a8, row_scale) };
-        if !unsigned {
-            // −127..=127 as two's complement bytes + 128: 1..=255 (the padding 0 → 128, which
-            // meets zero weights).
-            a8.iter_mut().for_each(|v| *v ^= 0x80);
-        }
-        let kq = kp / QUAD;
-        for p in 0..np / NR {
-            let c0 = p * NR;
-            // SAFETY (the pointer offsets): panel `p` is `kq · 4NR` bytes inside `w.b`; rows
-            // `r .. r + rows ≤ m` of `a8`, and columns `c0 .. c0 + 32 ≤ np` of the scales.
-            let b = unsafe { w.b.as_ptr().add(p * kq * QUAD * NR) };
-            let scale = unsafe {
-                let s = w.scales.as_ptr().add(c0);
-                (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)))
-            };
-            let offset = unsafe {
-                let o = w.offset.as_ptr().add(c0);
-                if unsigned {
-                    (_mm512_setzero_si512(), _mm512_setzero_si512())
-                } else {
-                    (
-                        _mm512_loadu_si512(o.cast()),
-                        _mm512_loadu_si512(o.add(16).cast()),
-                    )
-                }
-            };
-            let cols = Cols { c0, scale, offset };
-            let mut r = 0;
-            while r < m {
-                let rows = MR.min(m - r);
-                let a = unsafe { a8.as_ptr().add(r * lda) };
-                let rs = &row_scale[r..r + rows];
-                macro_rules! run {
-                    ($($i:literal)*) => {
-                        match rows {
-                            // SAFETY: `$i` rows of `kq ≤ lda / 4` quads at stride `lda` in
-                            // `a`, `kq × 4NR` bytes in `b`; the block lies inside `dst`.
-                            $($i => unsafe {
-                                let acc = block::<$i>(kq, a, lda, b);
-                                finish(&mut dst, &acc, rs, r, &cols, n, &e);
-                            },)*
-                            _ => unreachable!("at most MR rows"),
-                        }
-                    };
-                }
-                run!(1 2 3 4 5 6 7 8 9 10 11 12);
-                r += rows;
+    assert!(dst.len() == m * n && e.bias.len() == n, "output shape");
+    assert!(
+        lda >= kp && a8.len() >= m * lda && row_scale.len() == m,
+        "A's bytes"
+    );
+    let kq = kp / QUAD;
+    for p in 0..np / NR {
+        let c0 = p * NR;
+        // SAFETY (the pointer offsets): panel `p` is `kq · 4NR` bytes inside `w.b`; rows
+        // `r .. r + rows ≤ m` of `a8`, and columns `c0 .. c0 + 32 ≤ np` of the scales.
+        let b = unsafe { w.b.as_ptr().add(p * kq * QUAD * NR) };
+        let scale = unsafe {
+            let s = w.scales.as_ptr().add(c0);
+            (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)))
+        };
+        let offset = unsafe {
+            let o = w.offset.as_ptr().add(c0);
+            if unsigned {
+                (_mm512_setzero_si512(), _mm512_setzero_si512())
+            } else {
+                (
+                    _mm512_loadu_si512(o.cast()),
+                    _mm512_loadu_si512(o.add(16).cast()),
+                )
             }
+        };
+        let cols = Cols { c0, scale, offset };
+        let mut r = 0;
+        while r < m {
+            let rows = MR.min(m - r);
+            let a = unsafe { a8.as_ptr().add(r * lda) };
+            let rs = &row_scale[r..r + rows];
+            macro_rules! run {
+                ($($i:literal)*) => {
+                    match rows {
+                        // SAFETY: `$i` rows of `kq ≤ lda / 4` quads at stride `lda` in `a`,
+                        // `kq × 4NR` bytes in `b`; the block lies inside `dst`.
+                        $($i => unsafe {
+                            let acc = block::<$i>(kq, a, lda, b);
+                            finish(&mut dst, &acc, rs, r, &cols, n, &e);
+                        },)*
+                        _ => unreachable!("at most MR rows"),
+                    }
+                };
+            }
+            run!(1 2 3 4 5 6 7 8 9 10 11 12);
+            r += rows;
         }
-    });
+    }
 }
 
 /// A panel's per-column factors, two registers each.
@@ -256,8 +293,7 @@ unsafe fn block<const R: usize>(
 /// # Safety
 /// AVX-512F, and AVX512-BF16 where `dst` is bf16; rows `r0 .. r0 + R` are inside `dst` and the
 /// epilogue's slices.
-#[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(always)]
 unsafe fn finish<const R: usize>(
     dst: &mut Out<'_>,
     acc: &[[__m512i; 2]; R],
@@ -277,13 +313,9 @@ unsafe fn finish<const R: usize>(
         });
         for (i, (row, &rs)) in acc.iter().zip(row_scale).enumerate() {
             let rs = _mm512_set1_ps(rs);
-            let back = |s: __m512i, off: __m512i, scale: __m512| {
-                let s = _mm512_sub_epi32(s, off);
-                _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), rs), scale)
-            };
             let v = (
-                back(row[0], cols.offset.0, cols.scale.0),
-                back(row[1], cols.offset.1, cols.scale.1),
+                back(row[0], cols.offset.0, cols.scale.0, rs),
+                back(row[1], cols.offset.1, cols.scale.1, rs),
             );
             let at = (r0 + i) * n + c0;
             match (bias, &mut *dst) {
@@ -303,5 +335,18 @@ unsafe fn finish<const R: usize>(
                 }
             }
         }
+    }
+}
+
+/// 16 i32 sums back in f32: less the offset's share, times the column's and the row's scales.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn back(s: __m512i, offset: __m512i, scale: __m512, row_scale: __m512) -> __m512 {
+    // SAFETY: the caller's.
+    unsafe {
+        let s = _mm512_sub_epi32(s, offset);
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(s), row_scale), scale)
     }
 }
