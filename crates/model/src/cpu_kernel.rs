@@ -261,7 +261,8 @@ fn avx512() -> bool {
 /// The engine's matrix-product rate on this machine at `precision`, in GFLOP/s: `threads`
 /// threads each multiplying 1024×256 by 256×1024 (the shape class of the network's 1×1
 /// convolutions) for about `seconds`. The physical ceiling the model's FLOPs are measured
-/// against.
+/// against. `A` is f32, so at bf16 and int8 its conversion (rounding, quantisation) is counted
+/// in, as in the network's first layer.
 pub fn peak_gflops(threads: usize, seconds: f64, precision: Precision) -> f64 {
     let (m, k, n) = (1024usize, 256usize, 1024usize);
     let b = PackedB::new(vec![0.5; k * n], k, n, precision);
@@ -396,7 +397,7 @@ impl PackedB {
     fn quads16(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self.quads.is_some() && int8_bf16_activations()
+            self.quads.is_some() && vnni_bf16()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -411,17 +412,26 @@ impl PackedB {
 pub(crate) fn int8_bf16_activations() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| {
-            vnni_available()
-                && avx512bf16::available()
-                && std::env::var_os("LISTING_GUARD_INT8_F32_ACTIVATIONS").is_none()
-        })
+        vnni_available() && vnni_bf16()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
+}
+
+/// Whether the VNNI kernel, wherever it runs (also where AMX-INT8 is picked over it, as in the
+/// kernel tests), can take bf16 `A` and give bf16 out: AVX512-VNNI and AVX512-BF16, AVX-512 not
+/// switched off, `LISTING_GUARD_INT8_F32_ACTIVATIONS` not set.
+#[cfg(target_arch = "x86_64")]
+fn vnni_bf16() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        avx512()
+            && avx512vnni::available()
+            && avx512bf16::available()
+            && std::env::var_os("LISTING_GUARD_INT8_F32_ACTIVATIONS").is_none()
+    })
 }
 
 /// The first `len` values of `buf`, grown (never shrunk) to hold them: a reused per-thread
@@ -439,7 +449,8 @@ thread_local! {
 }
 
 /// `A` in bf16 for [`matmul_fused_bf16`]: `Some((depth stride, rows))` for `m` rows when `b`
-/// runs on a bf16 kernel (the AMX tiles or AVX512-BF16). A caller that gathers `A` (im2col)
+/// runs on a kernel that takes bf16 `A` (the AMX tiles, AVX512-BF16, or the int8 VNNI kernel
+/// where the CPU also has AVX512-BF16). A caller that gathers `A` (im2col)
 /// writes it in bf16 straight away, instead of writing f32 that the kernel then reads back and
 /// rounds.
 pub(crate) fn bf16_rows(b: &PackedB, m: usize) -> Option<(usize, usize)> {
@@ -497,10 +508,10 @@ pub(crate) fn bf16_scalar(x: f32) -> u16 {
 }
 
 /// [`matmul_fused`] with `A` given in bf16, laid out as [`bf16_rows`] says (every value past
-/// `m × k` zero). Only for weights that run on a bf16 kernel.
+/// `m × k` zero). Only for weights whose kernel takes bf16 `A` ([`bf16_rows`] is `Some`).
 pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize, e: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
-    let (kp, mp) = bf16_rows(b, m).expect("weights packed for a bf16 kernel");
+    let (kp, mp) = bf16_rows(b, m).expect("weights packed for a kernel that takes bf16 `A`");
     assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
     assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
     assert!(
@@ -542,7 +553,7 @@ pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize
         };
         return;
     }
-    unreachable!("bf16 `A` only for weights packed for a bf16 kernel");
+    unreachable!("bf16 `A` only for weights packed for a kernel that takes it");
 }
 
 /// The `gemm` crate, single-threaded, accumulating into `dst`.
@@ -1060,7 +1071,7 @@ mod amx {
         // `scale` until the levels are known, and the smallest value of all of `A` (reduced
         // once).
         let mut lowest = f32::INFINITY;
-        // SAFETY: every load reads 16 floats of a chunk that holds 16; AVX-512F is the
+        // SAFETY: every load reads 16 values of a chunk that holds 16; AVX-512F is the
         // caller's guarantee.
         unsafe {
             let mut vlo = _mm512_set1_ps(f32::INFINITY);
@@ -1094,7 +1105,7 @@ mod amx {
             let (vals, pad) = dst.split_at_mut(k);
             pad.fill(0);
             let mut done = 0;
-            // SAFETY: 16 floats are read at `done` and 16 bytes written there, inside `row`
+            // SAFETY: 16 values are read at `done` and 16 bytes written there, inside `row`
             // and `vals` (both `k` long); conversions round to nearest even (the default MXCSR
             // mode) and saturate.
             unsafe {
@@ -1498,8 +1509,13 @@ mod tests {
             let product16 = int8_product(&a_rounded, &w, (m, n, k));
             let mut res16 = vec![0u16; m * n];
             to_bf16(&res, &mut res16);
+            #[cfg(target_arch = "x86_64")]
+            if vnni_bf16() && !packed.iter().any(|(_, b)| bf16_rows(b, m).is_some()) {
+                panic!("the VNNI kernel can take bf16 `A` here, but no weights were packed for it");
+            }
             for (kernel, b) in &packed {
                 let Some((kp, mp)) = bf16_rows(b, m) else {
+                    eprintln!("{kernel}: f32 `A` only here (no AVX512-BF16 beside the kernel)");
                     continue;
                 };
                 let mut a16 = vec![u16::MAX; mp * kp];

@@ -45,7 +45,7 @@ pub(super) fn available() -> bool {
     })
 }
 
-/// The weights for [`matmul`].
+/// The weights for [`matmul`] and [`multiply`].
 #[derive(Debug, Clone)]
 pub(crate) struct Quads {
     /// Panel `p` (columns `32p..`) at `p · kp · 32`, its depth quad `q` holding
@@ -57,7 +57,7 @@ pub(crate) struct Quads {
     offset: Vec<i32>,
 }
 
-/// The row-major `k × n` weights quantised and packed for [`matmul`].
+/// The row-major `k × n` weights quantised and packed for [`matmul`] and [`multiply`].
 pub(super) fn pack(plain: &[f32], k: usize, n: usize) -> Quads {
     let (kp, np) = (up(k, QUAD), up(n, NR));
     // i32 sums: at most k · 255 · 127, inside 2³¹ up to this depth.
@@ -176,10 +176,13 @@ unsafe fn quantise<S: Lane>(
 }
 
 /// The product over quantised `A` (`a8`: rows of `lda ≥ up(k, 4)` bytes, each row's scale in
-/// `row_scale`). Inlined (as everything it calls) into [`matmul`] and [`multiply`], so that each
-/// is compiled with its own features and no closure stands between them and the loop: in
-/// [`multiply`] the bf16 store ([`store_row`], AVX512-BF16) is inlined into the epilogue instead
-/// of being called once per row (measured: that call was 8% of the pipeline's CPU with int8).
+/// `row_scale`). Inlined (as everything it calls) into the closures that [`matmul`] and
+/// [`multiply`] pass to their scratch buffer; a closure that is not `#[inline(always)]` takes on
+/// its enclosing function's target features, so each copy is compiled with its entry point's
+/// features (do not mark those closures `#[inline(always)]`: they would lose them). In
+/// [`multiply`] the bf16 store ([`store_row`], AVX512-BF16) is thereby inlined into the epilogue
+/// instead of being called once per row (measured: that call was 8% of the pipeline's CPU with
+/// int8).
 ///
 /// # Safety
 /// [`available`]; AVX512-BF16 too where `dst` is bf16; `w` [`pack`]'s output for `k × n`;
