@@ -14,12 +14,12 @@
 //! must be complete when they are stored. A panel over the network's deepest product (3×3×128)
 //! is 72 KiB, which stays in L2 while every row block passes over it.
 
+use super::amx::Lane;
 use super::{bf16_scalar as bf16, up, Epilogue, Out, TK};
 use std::arch::x86_64::{
-    __m256i, __m512, __m512bh, _mm256_loadu_si256, _mm256_storeu_si256, _mm512_add_ps,
-    _mm512_castsi512_ps, _mm512_cvtepu16_epi32, _mm512_cvtneps_pbh, _mm512_dpbf16_ps,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_max_ps, _mm512_set1_epi32, _mm512_setzero_ps,
-    _mm512_slli_epi32, _mm512_storeu_ps,
+    __m256i, __m512, __m512bh, _mm256_storeu_si256, _mm512_add_ps, _mm512_cvtneps_pbh,
+    _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_max_ps, _mm512_set1_epi32,
+    _mm512_setzero_ps, _mm512_storeu_ps,
 };
 use std::sync::OnceLock;
 
@@ -236,14 +236,9 @@ pub(super) unsafe fn activate_row(
             v1 = _mm512_add_ps(v1, _mm512_loadu_ps(x.add(16)));
         }
         if let Some(res) = e.residual16 {
-            // bf16 → f32 is the 16 bits moved up.
             let x = res.as_ptr().add(at);
-            let wide = |p: *const u16| {
-                let h = _mm256_loadu_si256(p.cast());
-                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-            };
-            v0 = _mm512_add_ps(v0, wide(x));
-            v1 = _mm512_add_ps(v1, wide(x.add(16)));
+            v0 = _mm512_add_ps(v0, u16::load16(x));
+            v1 = _mm512_add_ps(v1, u16::load16(x.add(16)));
         }
         if e.relu {
             let zero = _mm512_setzero_ps();
