@@ -130,6 +130,76 @@ def tiff_exif(software, user_comment):
 # --- JPEG -----------------------------------------------------------------------------------
 
 
+class EntropyWriter:
+    """Bits of a JPEG scan: byte stuffing, 1-bit padding and restart markers."""
+
+    def __init__(self):
+        self.out = bytearray()
+        self.acc = 0
+        self.n = 0
+        self.rst = 0
+
+    def bits(self, code, length):
+        for i in reversed(range(length)):
+            self.acc = (self.acc << 1) | ((code >> i) & 1)
+            self.n += 1
+            if self.n == 8:
+                self.out.append(self.acc)
+                if self.acc == 0xFF:
+                    self.out.append(0)
+                self.acc = self.n = 0
+
+    def align(self):
+        while self.n:
+            self.bits(1, 1)
+
+    def restart(self):
+        self.align()
+        self.out += bytes([0xFF, 0xD0 + self.rst])
+        self.rst = (self.rst + 1) % 8
+
+
+def jpeg_ycbcr420(width, height, app_segments=(), restart=0):
+    """A baseline YCbCr 4:2:0 JPEG with varied (deterministic) coefficients: the layout of most
+    photos, which the detector decodes crop-first. Huffman tables: DC categories 0 ('0') and 2
+    ('10'); AC EOB ('0') and run 0 / size 1 ('10')."""
+    out = b"\xff\xd8"
+    out += jpeg_segment(0xE0, b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0")
+    for marker, payload in app_segments:
+        out += jpeg_segment(marker, payload)
+    out += jpeg_segment(0xDB, b"\x00" + bytes([8] * 64))
+    out += jpeg_segment(
+        0xC0,
+        b"\x08" + struct.pack(">HH", height, width) + b"\x03" + b"\x01\x22\x00\x02\x11\x00\x03\x11\x00",
+    )
+    two_codes = bytes([1, 1] + [0] * 14)
+    out += jpeg_segment(0xC4, b"\x00" + two_codes + b"\x00\x02")
+    out += jpeg_segment(0xC4, b"\x10" + two_codes + b"\x00\x01")
+    if restart:
+        out += jpeg_segment(0xDD, struct.pack(">H", restart))
+    out += jpeg_segment(0xDA, b"\x03" + b"\x01\x00\x02\x00\x03\x00" + b"\x00\x3f\x00")
+    w = EntropyWriter()
+    state = 12345
+    mcus = ((width + 15) // 16) * ((height + 15) // 16)
+    for mcu in range(mcus):
+        if restart and mcu and mcu % restart == 0:
+            w.restart()
+        for _ in range(6):  # 4 Y blocks, Cb, Cr
+            state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+            if state & 1:
+                w.bits(0b10, 2)
+                w.bits((state >> 1) & 3, 2)
+            else:
+                w.bits(0, 1)
+            for _ in range((state >> 3) % 6):
+                state = (state * 1103515245 + 12345) & 0x7FFFFFFF
+                w.bits(0b10, 2)
+                w.bits(state & 1, 1)
+            w.bits(0, 1)  # EOB
+    w.align()
+    return out + bytes(w.out) + b"\xff\xd9"
+
+
 def jpeg_segment(marker, payload):
     return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
 
@@ -297,7 +367,12 @@ def main():
         ("gif_comment.gif", gif),
     ]:
         write("provenance", name, data)
+    orientation6 = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0) + b"\0" * 4
+    ycbcr = jpeg_ycbcr420(160, 144)
+    ycbcr_rst = jpeg_ycbcr420(150, 170, [(0xE1, orientation6)], restart=3)
     for target in ("decode", "analyse"):
+        write(target, "jpeg_ycbcr420.jpg", ycbcr)
+        write(target, "jpeg_ycbcr420_restart_rotated.jpg", ycbcr_rst)
         write(target, "png_rgb.png", png_plain)
         write(target, "png_stealth_rgba.png", png_stealth)
         write(target, "jpeg_gray.jpg", jpeg_meta)

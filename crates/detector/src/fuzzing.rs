@@ -74,21 +74,45 @@ pub fn fuzz_limits() -> DecodeLimits {
     }
 }
 
-/// [`crate::decode`] that also checks the decoder kept to `limits`.
+/// [`crate::decode`] that also checks the decoder kept to `limits`, and that crop-first
+/// decoding ([`crate::decode_regions`]) agrees with it.
 ///
 /// # Panics
 ///
-/// When a decoded image is over the limits or its reported size disagrees with its pixels:
-/// that is the bug a fuzzer should report.
+/// When a decoded image is over the limits or its reported size disagrees with its pixels, or
+/// when the crop-first decode has another outcome or other pixels inside its rectangles: that
+/// is the bug a fuzzer should report.
 pub fn decode_checked(
     bytes: &[u8],
     limits: &DecodeLimits,
 ) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
     let out = crate::decode(bytes, limits);
+    // Two rectangles of the image as shown: a corner and an off-centre strip.
+    let rects = |w: u32, h: u32| -> Vec<crate::Rect> {
+        vec![
+            (0, 0, w.min(24), h.min(24)),
+            (w / 2, h / 3, w - w / 2, (h - h / 3).min(17)),
+        ]
+    };
+    let part = crate::decode_regions(bytes, limits, &|w, h| Some(rects(w, h)));
     if let Ok((info, img)) = &out {
         let mut shown = img.clone();
         shown.apply_orientation(info.orientation);
         assert_eq!((info.width, info.height), (shown.width(), shown.height()));
+        let part = part.expect("the crop-first decode fails where the whole decode does not");
+        assert_eq!(*info, part.info);
+        let mut part_shown = part.image;
+        part_shown.apply_orientation(part.info.orientation);
+        let (whole, part) = (shown.to_rgb8(), part_shown.to_rgb8());
+        for (x, y, w, h) in rects(info.width, info.height) {
+            for (xx, yy) in (y..y + h).flat_map(|yy| (x..x + w).map(move |xx| (xx, yy))) {
+                assert_eq!(
+                    whole.get_pixel(xx, yy),
+                    part.get_pixel(xx, yy),
+                    "({xx}, {yy})"
+                );
+            }
+        }
         assert!(
             info.width <= limits.max_dimension && info.height <= limits.max_dimension,
             "{}x{} over max dimension {}",
@@ -110,6 +134,8 @@ pub fn decode_checked(
             info.height,
             limits.max_pixels
         );
+    } else {
+        assert_eq!(out.as_ref().err(), part.err().as_ref(), "the same failure");
     }
     out
 }

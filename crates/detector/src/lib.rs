@@ -6,7 +6,9 @@
 //! [`PixelModel`] is plugged in, its calibrated score. Callers run it off the async runtime.
 //!
 //! Decoding is bounded: dimensions are read from the header first and images over the pixel or
-//! allocation limits are refused before any pixel buffer is allocated.
+//! allocation limits are refused before any pixel buffer is allocated. It is also crop-first: a
+//! model says which rectangles it reads ([`PixelModel::regions`]) and a JPEG is reconstructed
+//! only there ([`decode_regions`]).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -49,10 +51,20 @@ impl Default for DecodeLimits {
     }
 }
 
+/// A rectangle `(x, y, width, height)` in pixels.
+pub type Rect = (u32, u32, u32, u32);
+
 /// A learned pixel-level detector. Implemented by the model crate; absent by default.
 pub trait PixelModel: Send + Sync {
     /// Model name and version, written on every decision.
     fn version(&self) -> &str;
+    /// The rectangles of a `width × height` image (as shown, after the EXIF orientation) that
+    /// [`Self::score_batch`] reads, or `None` (the default) when it may read any pixel. The
+    /// detector then decodes only those where the format allows ([`decode_regions`]).
+    fn regions(&self, width: u32, height: u32) -> Option<Vec<Rect>> {
+        let _ = (width, height);
+        None
+    }
     /// Scores decoded images in one batch; one entry per input, in order (`None` where the
     /// model cannot score an image, e.g. one too small for it).
     fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError>;
@@ -136,6 +148,18 @@ pub struct Analysis {
     pub model: Option<ModelScore>,
 }
 
+/// A decoded image.
+#[derive(Debug)]
+pub struct Decoded {
+    /// What the header and decoder said.
+    pub info: DecodedInfo,
+    /// The pixels as stored (before the EXIF orientation).
+    pub image: DynamicImage,
+    /// Whether every pixel was reconstructed; if not, only the requested rectangles (and the
+    /// pixels that could hold a stealth signature) are exact, the rest unspecified.
+    pub whole: bool,
+}
+
 /// Facts about a decoded image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodedInfo {
@@ -206,10 +230,17 @@ impl Detector {
         let started = std::time::Instant::now();
         let mut decoded_images: Vec<Option<DynamicImage>> = Vec::with_capacity(inputs.len());
         let mut out: Vec<Analysis> = Vec::with_capacity(inputs.len());
+        let wanted = |w: u32, h: u32| self.model.as_deref().and_then(|m| m.regions(w, h));
         for bytes in inputs {
-            let decoded = decode(bytes, &self.limits);
+            let decoded = match decode_regions(bytes, &self.limits, &wanted) {
+                // Stealth parameters can reach any pixel once their signature is there.
+                Ok(d) if !d.whole && provenance::pixel_payload_present(&d.image) => {
+                    decode_regions(bytes, &self.limits, &|_, _| None)
+                }
+                other => other,
+            };
             let (info, img) = match decoded {
-                Ok((info, img)) => (Ok(info), Some(img)),
+                Ok(d) => (Ok(d.info), Some(d.image)),
                 Err(e) => (Err(e), None),
             };
             // Metadata (and hidden parameters in the pixel bits) are read as stored; the model
@@ -264,6 +295,22 @@ pub fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
 ) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
+    decode_regions(bytes, limits, &|_, _| None).map(|d| (d.info, d.image))
+}
+
+/// [`decode`], reconstructing only the rectangles `wanted(width, height)` names (in the image
+/// as shown, after its EXIF orientation; `None`: all of it) where the format allows: baseline
+/// and progressive JPEGs in YCbCr, which are most photos. There the inverse DCT, chroma
+/// up-sampling and colour conversion run only around the rectangles and the signature pixels of
+/// [`provenance`]'s stealth reader; entropy decoding still covers the whole scan, so a corrupt
+/// image fails (or not) exactly as it does whole. Inside those rectangles the pixels are the
+/// whole decode's, bit for bit. Other images, and any JPEG the fast path does not take, decode
+/// whole ([`Decoded::whole`]).
+pub fn decode_regions(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    wanted: &dyn Fn(u32, u32) -> Option<Vec<Rect>>,
+) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -287,6 +334,11 @@ pub fn decode(
             "JPEG is truncated (no end-of-image marker after the scan)".into(),
         ));
     }
+    if format == ImageFormat::Jpeg {
+        if let Some(d) = jpeg_regions(bytes, limits, (width, height), wanted) {
+            return Ok(d);
+        }
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut lim = Limits::default();
     lim.max_image_width = Some(limits.max_dimension);
@@ -309,15 +361,110 @@ pub fn decode(
     } else {
         (img.width(), img.height())
     };
-    Ok((
-        DecodedInfo {
+    Ok(Decoded {
+        info: DecodedInfo {
             width,
             height,
             format,
             orientation,
         },
-        img,
-    ))
+        image: img,
+        whole: true,
+    })
+}
+
+/// The crop-first JPEG path of [`decode_regions`]: `None` where it does not apply (no
+/// rectangles, not YCbCr, over the allocation limit) or the decoder reports an error, so that
+/// the whole-image path decides, and words, the outcome exactly as before.
+fn jpeg_regions(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    (width, height): (u32, u32),
+    wanted: &dyn Fn(u32, u32) -> Option<Vec<Rect>>,
+) -> Option<Decoded> {
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options};
+    let len = u64::from(width) * u64::from(height) * 3;
+    if len > limits.max_alloc_bytes {
+        return None;
+    }
+    // The options the `image` crate decodes JPEGs with, so that the pixels are the same.
+    let opts = options::DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(limits.max_dimension as usize)
+        .set_max_height(limits.max_dimension as usize)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
+    decoder.decode_headers().ok()?;
+    if decoder.input_colorspace() != Some(ColorSpace::YCbCr)
+        || decoder.dimensions() != Some((width as usize, height as usize))
+    {
+        return None;
+    }
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let shown = oriented_size(orientation, width, height);
+    let mut rects: Vec<(usize, usize, usize, usize)> = wanted(shown.0, shown.1)?
+        .into_iter()
+        .map(|r| stored_rect(orientation, r, (width, height)))
+        .chain([provenance::pixel_payload_rect(width, height)])
+        .map(|(x, y, w, h)| (x as usize, y as usize, w as usize, h as usize))
+        .collect();
+    rects.retain(|r| r.2 > 0 && r.3 > 0);
+    decoder.set_region(&rects);
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    decoder.decode_into(&mut buf).ok()?;
+    let image = DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, buf)?);
+    Some(Decoded {
+        info: DecodedInfo {
+            width: shown.0,
+            height: shown.1,
+            format: ImageFormat::Jpeg,
+            orientation,
+        },
+        image,
+        whole: false,
+    })
+}
+
+/// The size of a `width × height` image as shown under `orientation`.
+fn oriented_size(orientation: image::metadata::Orientation, width: u32, height: u32) -> (u32, u32) {
+    use image::metadata::Orientation as O;
+    match orientation {
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH => (height, width),
+        _ => (width, height),
+    }
+}
+
+/// The stored pixels under a rectangle of the image as shown, for a stored `w × h` image
+/// (the inverse of `DynamicImage::apply_orientation`, tested against it).
+fn stored_rect(
+    orientation: image::metadata::Orientation,
+    (x, y, rw, rh): Rect,
+    (w, h): (u32, u32),
+) -> Rect {
+    use image::metadata::Orientation as O;
+    // Where the shown pixel (sx, sy) is stored.
+    let stored = |sx: u32, sy: u32| -> (u32, u32) {
+        match orientation {
+            O::NoTransforms => (sx, sy),
+            O::Rotate90 => (sy, h - 1 - sx),
+            O::Rotate180 => (w - 1 - sx, h - 1 - sy),
+            O::Rotate270 => (w - 1 - sy, sx),
+            O::FlipHorizontal => (w - 1 - sx, sy),
+            O::FlipVertical => (sx, h - 1 - sy),
+            O::Rotate90FlipH => (sy, sx),
+            O::Rotate270FlipH => (w - 1 - sy, h - 1 - sx),
+        }
+    };
+    if rw == 0 || rh == 0 {
+        return (0, 0, 0, 0);
+    }
+    let (ax, ay) = stored(x, y);
+    let (bx, by) = stored(x + rw - 1, y + rh - 1);
+    let (x0, y0) = (ax.min(bx), ay.min(by));
+    (x0, y0, ax.max(bx) - x0 + 1, ay.max(by) - y0 + 1)
 }
 
 /// Whether an end-of-image marker follows the first start-of-scan.
@@ -448,6 +595,51 @@ mod tests {
         png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
         let e = decode(&png, &DecodeLimits::default()).unwrap_err();
         assert_eq!(e.class(), "image_too_large", "{e}");
+    }
+
+    #[test]
+    fn stored_rect_inverts_apply_orientation() {
+        use image::metadata::Orientation as O;
+        let (w, h) = (13u32, 7u32);
+        // Each stored pixel names its own coordinates.
+        let stored = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        for o in [
+            O::NoTransforms,
+            O::Rotate90,
+            O::Rotate180,
+            O::Rotate270,
+            O::FlipHorizontal,
+            O::FlipVertical,
+            O::Rotate90FlipH,
+            O::Rotate270FlipH,
+        ] {
+            let mut shown = DynamicImage::ImageRgb8(stored.clone());
+            shown.apply_orientation(o);
+            let shown = shown.to_rgb8();
+            assert_eq!(shown.dimensions(), oriented_size(o, w, h), "{o:?}");
+            let (sw, sh) = shown.dimensions();
+            for r in [
+                (0, 0, sw, sh),
+                (1, 2, 3, 4),
+                (sw - 2, sh - 3, 2, 3),
+                (4, 0, 1, 1),
+            ] {
+                let (x, y, rw, rh) = stored_rect(o, r, (w, h));
+                assert_eq!(rw * rh, r.2 * r.3, "{o:?} {r:?}: same area");
+                for sy in r.1..r.1 + r.3 {
+                    for sx in r.0..r.0 + r.2 {
+                        let [px, py, _] = shown.get_pixel(sx, sy).0;
+                        let (px, py) = (u32::from(px), u32::from(py));
+                        assert!(
+                            (x..x + rw).contains(&px) && (y..y + rh).contains(&py),
+                            "{o:?} {r:?}: shown ({sx}, {sy}) is stored at ({px}, {py}), \
+                             outside {:?}",
+                            (x, y, rw, rh)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     struct Fixed;

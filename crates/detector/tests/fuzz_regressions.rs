@@ -179,6 +179,23 @@ fn decode() {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(info.width >= 16 && info.height >= 16, "{}", path.display());
     }
+    // The YCbCr seeds take the crop-first path, which `decode_checked` compared with the whole
+    // decode above, and their scans are valid: varied pixels, not a broken scan's grey fill.
+    for name in ["jpeg_ycbcr420.jpg", "jpeg_ycbcr420_restart_rotated.jpg"] {
+        let bytes = fs::read(fuzz_dir().join("seeds/decode").join(name)).unwrap();
+        let d = lg_detector::decode_regions(&bytes, &limits, &|_, _| Some(vec![(0, 0, 16, 16)]))
+            .unwrap();
+        assert!(!d.whole, "{name}: decoded crop-first");
+        let (_, whole) = lg_detector::decode(&bytes, &limits).unwrap();
+        let mut values: Vec<[u8; 3]> = whole.to_rgb8().pixels().map(|p| p.0).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert!(
+            values.len() > 50,
+            "{name}: {} distinct colours",
+            values.len()
+        );
+    }
 }
 
 #[test]

@@ -300,6 +300,16 @@ impl PixelModel for NprDetector {
         &self.version
     }
 
+    fn regions(&self, width: u32, height: u32) -> Option<Vec<lg_detector::Rect>> {
+        let spec = &self.card.input;
+        Some(crop_boxes(
+            width,
+            height,
+            spec.crop_size,
+            spec.crops_per_image,
+        ))
+    }
+
     fn stage_nanos(&self) -> (u64, u64) {
         (
             self.crop_ns.load(Ordering::Relaxed),

@@ -157,6 +157,9 @@ pub struct JpegDecoder<T> {
     pub(crate) coeff:    usize, // Solves some weird bug :)
     /// Extended XMP segments
     pub(crate) extended_xmp_segments: Vec<ExtendedXmpSegment>,
+    /// Listing Guard: pixel rectangles `(x, y, width, height)` set by [`Self::set_region`];
+    /// empty means the whole image.
+    pub(crate) region: Vec<(usize, usize, usize, usize)>,
 }
 
 impl<T> JpegDecoder<T>
@@ -203,6 +206,7 @@ where
             is_mjpeg:          false,
             coeff:             1,
             extended_xmp_segments: vec![],
+            region:            vec![],
         }
     }
     /// Decode a buffer already in memory
@@ -843,6 +847,58 @@ where
         } else {
             self.decode_mcu_ycbcr_baseline(out)
         }
+    }
+
+    /// Restricts the next [`Self::decode_into`] to what the pixel rectangles
+    /// `(x, y, width, height)` need (Listing Guard's addition, see `PATCHES.md`).
+    ///
+    /// Inside the rectangles the output is exactly that of a whole-image decode. Outside them
+    /// it is unspecified: rows no rectangle needs are left as the caller's buffer had them, and
+    /// the rest may hold values of neighbouring blocks. Entropy decoding still runs over the whole
+    /// scan (it is sequential, and errors are found where a whole decode finds them); the
+    /// inverse DCT, chroma up-sampling and colour conversion run only for the MCUs that the
+    /// rectangles touch, grown by one MCU on every side for the up-sampler's neighbours.
+    /// Images whose components arrive in several baseline scans, and outputs other than three-
+    /// or four-channel colour, decode whole. An empty slice restores whole-image decoding.
+    pub fn set_region(&mut self, rects: &[(usize, usize, usize, usize)]) {
+        self.region = rects.to_vec();
+    }
+
+    /// Which MCUs of a `cols` x `rows` grid of `mcu_w` x `mcu_h`-pixel MCUs a region decode
+    /// must reconstruct, row-major; empty when there is no region (all of them).
+    pub(crate) fn region_mask(
+        &self, cols: usize, rows: usize, mcu_w: usize, mcu_h: usize
+    ) -> Vec<bool> {
+        if self.region.is_empty()
+            || self.options.jpeg_get_out_colorspace().num_components() < 3
+            || self.input_colorspace.num_components() < 3
+            || self.coeff != 1
+            || mcu_w == 0
+            || mcu_h == 0
+        {
+            return vec![];
+        }
+        let mut mask = vec![false; cols * rows];
+        for &(x, y, w, h) in &self.region {
+            if w == 0 || h == 0 {
+                continue;
+            }
+            // The MCUs the rectangle touches, one more on each side.
+            let c0 = (x / mcu_w).saturating_sub(1);
+            let r0 = (y / mcu_h).saturating_sub(1);
+            let c1 = (x.saturating_add(w - 1) / mcu_w + 2).min(cols);
+            let r1 = (y.saturating_add(h - 1) / mcu_h + 2).min(rows);
+            for r in r0..r1 {
+                for c in c0..c1 {
+                    mask[r * cols + c] = true;
+                }
+            }
+        }
+        if !mask.contains(&true) {
+            // Nothing of the image is wanted: decode it whole rather than check nothing.
+            mask.clear();
+        }
+        mask
     }
 
     /// Read only headers from a jpeg image buffer

@@ -186,6 +186,15 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
 
         let mut pixels_written = 0;
 
+        // Listing Guard: with a region set, the MCUs whose pixels are reconstructed (empty: all).
+        let region = if all_components_in_first_scan {
+            let (mcu_w, mcu_h) =
+                if self.is_interleaved { (self.mcu_width, self.mcu_height) } else { (8, 8) };
+            self.region_mask(mcu_width, mcu_height, mcu_w, mcu_h)
+        } else {
+            vec![]
+        };
+
         let is_hv = usize::from(self.is_interleaved);
         let upsampler_scratch_size = is_hv * self.components.iter().map(|x| x.width_stride).max().unwrap_or(0) * 8;
         let mut upsampler_scratch_space = vec![0; upsampler_scratch_size];
@@ -209,6 +218,10 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                     break;
                 }
 
+                // Listing Guard: the MCUs of this row to reconstruct (empty: all of them).
+                let row_mask = region.get(i * mcu_width..(i + 1) * mcu_width).unwrap_or(&[]);
+                let dry = !row_mask.is_empty() && !row_mask.contains(&true);
+
                 // decode a whole MCU width,
                 // this takes into account interleaved components.
                 let terminate = if all_components_in_first_scan {
@@ -217,7 +230,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         i,
                         &mut tmp,
                         &mut stream,
-                        &mut progressive_mcus
+                        &mut progressive_mcus,
+                        row_mask
                     )?
                 } else {
                     /* NB: (cae). This code was added due to the issue at https://github.com/etemesi254/zune-image/issues/277
@@ -242,7 +256,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         i,
                         &mut tmp,
                         &mut stream,
-                        &mut progressive_mcus
+                        &mut progressive_mcus,
+                        &[]
                     )?
                 };
 
@@ -256,7 +271,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         width,
                         padded_width,
                         &mut pixels_written,
-                        &mut upsampler_scratch_space
+                        &mut upsampler_scratch_space,
+                        dry
                     )?;
                 }
 
@@ -387,16 +403,19 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                 width,
                 padded_width,
                 &mut pixels_written,
-                &mut upsampler_scratch_space
+                &mut upsampler_scratch_space,
+                false
             )?;
         }
 
         return Ok(());
     }
 
+    /// `idct_mask`: Listing Guard's region, the MCUs of this row whose blocks are reconstructed
+    /// (empty: all); the others are entropy-decoded only.
     fn decode_mcu_width<const PROGRESSIVE: bool>(
         &mut self, mcu_width: usize, mcu_height: usize, tmp: &mut [i32; 64],
-        stream: &mut BitStream, progressive: &mut [Vec<i16>; 4]
+        stream: &mut BitStream, progressive: &mut [Vec<i16>; 4], idct_mask: &[bool]
     ) -> Result<McuContinuation, DecodeErrors> {
         let is_one_by_one = !self.scan_subsampled;
 
@@ -415,7 +434,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                 mcu_height,
                 tmp,
                 stream,
-                progressive
+                progressive,
+                idct_mask
             )
         } else {
             self.inner_decode_mcu_width::<PROGRESSIVE, true>(
@@ -423,7 +443,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                 mcu_height,
                 tmp,
                 stream,
-                progressive
+                progressive,
+                idct_mask
             )
         }
     }
@@ -435,7 +456,7 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
     // the scan. The difference was ~1% or a bit more.
     fn inner_decode_mcu_width<const PROGRESSIVE: bool, const SAMPLED: bool>(
         &mut self, mcu_width: usize, mcu_height: usize, tmp: &mut [i32; 64],
-        stream: &mut BitStream, progressive: &mut [Vec<i16>; 4]
+        stream: &mut BitStream, progressive: &mut [Vec<i16>; 4], idct_mask: &[bool]
     ) -> Result<McuContinuation, DecodeErrors> {
         let z_order = self.z_order;
         let z_scans = &z_order[..usize::from(self.num_scans)];
@@ -471,6 +492,9 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
         }
 
         for j in 0..scan_du_width {
+            // Listing Guard: outside the region the coefficients are decoded (the bit stream and
+            // the DC predictions must advance) but not transformed.
+            let reconstruct = idct_mask.get(j).copied().unwrap_or(true);
             // iterate over components
             for &k in z_scans {
                 // we made this loop body massive due to several different paths that depend on
@@ -568,7 +592,9 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         if component_samples_needed {
                             // tmp was only written partially, note that len is in ZigZag order.
                             clobber_more_than_4x4 = len > 10;
+                        }
 
+                        if component_samples_needed && reconstruct {
                             let idct_position = if PROGRESSIVE {
                                 // For non-interleaved, j indexes data units directly
                                 j * 8
@@ -785,9 +811,13 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
         Ok(())
     }
     #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
+    /// `dry` (Listing Guard's region decoding): no pixel of this MCU row is wanted, so nothing
+    /// is up-sampled or converted; the output position and the checks advance as usual.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn post_process(
         &mut self, pixels: &mut [u8], i: usize, mcu_height: usize, width: usize,
-        padded_width: usize, pixels_written: &mut usize, upsampler_scratch_space: &mut [i16]
+        padded_width: usize, pixels_written: &mut usize, upsampler_scratch_space: &mut [i16],
+        dry: bool
     ) -> Result<(), DecodeErrors> {
         let out_colorspace_components = self.options.jpeg_get_out_colorspace().num_components();
 
@@ -825,6 +855,10 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         }
                         *samp = temp.unwrap();
                     }
+                    if dry {
+                        px += width * out_colorspace_components;
+                        continue;
+                    }
                     color_convert(
                         &raw_samples,
                         self.color_convert_16,
@@ -842,14 +876,19 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
         let comps = &mut self.components[..];
 
         if self.is_interleaved && self.options.jpeg_get_out_colorspace() != ColorSpace::Luma {
-            for comp in comps.iter_mut() {
-                upsample(
-                    comp,
-                    mcu_height,
-                    i,
-                    upsampler_scratch_space,
-                    is_vertically_sampled
-                )?;
+            // Listing Guard: a dry row up-samples nothing. Its stale carry-over rows only reach
+            // the next row's first output lines, and a wanted row always has a reconstructed
+            // row before it (the region mask is grown by one MCU row).
+            if !dry {
+                for comp in comps.iter_mut() {
+                    upsample(
+                        comp,
+                        mcu_height,
+                        i,
+                        upsampler_scratch_space,
+                        is_vertically_sampled
+                    )?;
+                }
             }
 
             if is_vertically_sampled {

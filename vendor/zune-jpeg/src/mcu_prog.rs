@@ -535,8 +535,18 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
 
         let mut pixels_written = 0;
 
+        // Listing Guard: with a region set, the MCUs whose pixels are reconstructed (empty: all).
+        let (mcu_cols, mcu_w, mcu_h) = if self.is_interleaved {
+            (self.mcu_x, self.mcu_width, self.mcu_height)
+        } else {
+            ((width + 7) / 8, 8, 8)
+        };
+        let region = self.region_mask(mcu_cols, mcu_height, mcu_w, mcu_h);
+
         // dequantize, idct and color convert.
         for i in 0..mcu_height {
+            let row_mask = region.get(i * mcu_cols..(i + 1) * mcu_cols).unwrap_or(&[]);
+            let dry = !row_mask.is_empty() && !row_mask.contains(&true);
             'component: for (position, component) in &mut self.components.iter_mut().enumerate() {
                 if !component.needed {
                     continue 'component;
@@ -578,6 +588,15 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                                 "Invalid slice , would panic, invalid image"
                             ));
                         };
+                        // Listing Guard: blocks outside the region are not transformed.
+                        if !row_mask
+                            .get(j / component.horizontal_sample.max(1))
+                            .copied()
+                            .unwrap_or(true)
+                        {
+                            component.idct_pos += 8;
+                            continue;
+                        }
                         // dequantize
                         for ((x, out), qt_val) in
                             qt_slice.iter().zip(tmp.iter_mut()).zip(qt_table.iter())
@@ -610,7 +629,8 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                 width,
                 padded_width,
                 &mut pixels_written,
-                &mut upsampler_scratch_space
+                &mut upsampler_scratch_space,
+                dry
             )?;
         }
 

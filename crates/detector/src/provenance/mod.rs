@@ -56,6 +56,19 @@ pub fn read(bytes: &[u8], decoded: Option<&DynamicImage>) -> Provenance {
     }
 }
 
+/// The pixels of a stored `width × height` image that pixel-embedded metadata starts in: a
+/// decode that reconstructs only some rectangles includes this one, and checks it with
+/// [`pixel_payload_present`].
+pub(crate) fn pixel_payload_rect(width: u32, height: u32) -> crate::Rect {
+    stealth::signature_rect(width, height)
+}
+
+/// Whether the image carries pixel-embedded metadata (a stealth signature), whose payload may
+/// reach any pixel: then [`read`] needs the whole image.
+pub(crate) fn pixel_payload_present(img: &DynamicImage) -> bool {
+    stealth::signature_present(img)
+}
+
 /// Whether a digital source type (URI or bare term) declares generative AI.
 pub(crate) fn source_type_declares_ai(value: &str) -> bool {
     let term = value.rsplit('/').next().unwrap_or(value).trim();

@@ -14,24 +14,25 @@ const SIG_LEN: usize = 15;
 /// Cap on the payload: parameters are text, not files.
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
+/// The pixels that hold the signature in either mode (column-major, at most one bit per
+/// pixel): the rectangle `(x, y, width, height)` of a `w × h` image that [`signature_present`]
+/// reads.
+pub(crate) fn signature_rect(w: u32, h: u32) -> (u32, u32, u32, u32) {
+    let bits = (SIG_LEN * 8) as u32;
+    (0, 0, bits.div_ceil(h.max(1)).min(w), h.min(bits))
+}
+
+/// Whether the image starts with a stealth signature (its payload may then reach any pixel).
+pub(crate) fn signature_present(img: &DynamicImage) -> bool {
+    pixels(img).is_some_and(|p| modes(&p).any(|alpha| signature(&p, alpha).is_some()))
+}
+
 /// The hidden text, if the image carries any.
 pub(crate) fn read(img: &DynamicImage) -> Option<String> {
-    // The extension writes 8-bit RGB(A) PNGs; other layouts cannot carry its payload intact.
-    let pixels = match img {
-        DynamicImage::ImageRgba8(i) => Pixels::Rgba(i),
-        DynamicImage::ImageRgb8(i) => Pixels::Rgb(i),
-        _ => return None,
-    };
-    for alpha_mode in [true, false] {
-        if alpha_mode && matches!(pixels, Pixels::Rgb(_)) {
+    let pixels = pixels(img)?;
+    for alpha_mode in modes(&pixels) {
+        let Some((compressed, mut bits)) = signature(&pixels, alpha_mode) else {
             continue;
-        }
-        let mut bits = BitIter::new(&pixels, alpha_mode);
-        let sig = bits.bytes(SIG_LEN)?;
-        let compressed = match (&sig[..], alpha_mode) {
-            (b"stealth_pnginfo", true) | (b"stealth_rgbinfo", false) => false,
-            (b"stealth_pngcomp", true) | (b"stealth_rgbcomp", false) => true,
-            _ => continue,
         };
         let len_bits = u32::from_be_bytes(bits.bytes(4)?.try_into().ok()?) as usize;
         let len = len_bits / 8;
@@ -52,6 +53,33 @@ pub(crate) fn read(img: &DynamicImage) -> Option<String> {
         return Some(String::from_utf8_lossy(&text).into_owned());
     }
     None
+}
+
+/// The extension writes 8-bit RGB(A) PNGs; other layouts cannot carry its payload intact.
+fn pixels(img: &DynamicImage) -> Option<Pixels<'_>> {
+    match img {
+        DynamicImage::ImageRgba8(i) => Some(Pixels::Rgba(i)),
+        DynamicImage::ImageRgb8(i) => Some(Pixels::Rgb(i)),
+        _ => None,
+    }
+}
+
+/// The modes an image can carry: alpha (only with an alpha channel), then RGB.
+fn modes(pixels: &Pixels<'_>) -> impl Iterator<Item = bool> {
+    let alpha = matches!(pixels, Pixels::Rgba(_));
+    [true, false].into_iter().filter(move |&a| alpha || !a)
+}
+
+/// Reads the signature in one mode: whether the payload is gzip, and the bits after it.
+fn signature<'a>(pixels: &'a Pixels<'a>, alpha_mode: bool) -> Option<(bool, BitIter<'a>)> {
+    let mut bits = BitIter::new(pixels, alpha_mode);
+    let sig = bits.bytes(SIG_LEN)?;
+    let compressed = match (&sig[..], alpha_mode) {
+        (b"stealth_pnginfo", true) | (b"stealth_rgbinfo", false) => false,
+        (b"stealth_pngcomp", true) | (b"stealth_rgbcomp", false) => true,
+        _ => return None,
+    };
+    Some((compressed, bits))
 }
 
 enum Pixels<'a> {
@@ -162,6 +190,25 @@ mod tests {
                 .as_bytes(),
             text
         );
+    }
+
+    #[test]
+    fn the_signature_lies_inside_its_rectangle() {
+        for (w, h) in [(40, 30), (300, 200), (20, 16)] {
+            let mut img = embed(w, h, b"stealth_pnginfo", b"steps: 20").to_rgba8();
+            // Scramble every low bit outside the rectangle: the signature is still found.
+            let (rx, ry, rw, rh) = signature_rect(w, h);
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                if !((rx..rx + rw).contains(&x) && (ry..ry + rh).contains(&y)) {
+                    p.0[3] ^= ((x * 7 + y * 3) % 2) as u8;
+                }
+            }
+            let img = DynamicImage::ImageRgba8(img);
+            assert!(signature_present(&img), "{w}x{h}");
+        }
+        let plain =
+            DynamicImage::ImageRgb8(image::RgbImage::from_pixel(50, 50, image::Rgb([9, 9, 9])));
+        assert!(!signature_present(&plain));
     }
 
     #[test]
