@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-replay bench-e2e train-model heldout-model
+.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-decode bench-replay bench-e2e train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench-model: ## Model throughput: candle (CPU, 2 threads) vs ONNX Runtime on the
 	test -x target/bench-venv/bin/python || python3 -m venv target/bench-venv
 	target/bench-venv/bin/python -m pip install --quiet numpy onnx onnxruntime safetensors
 	RAYON_NUM_THREADS=2 $(CARGO) bench -p lg-benches --bench model
+
+bench-decode: ## JPEG decode whole vs crop-first (the model's crops only), on synthetic photos and the shared corpus
+	$(CARGO) bench -p lg-benches --bench decode
 
 bench-replay: ## Re-audit throughput with a warm cache vs the broker's read-only throughput (starts the broker)
 	$(MAKE) broker-up
