@@ -230,12 +230,13 @@ impl Detector {
         let started = std::time::Instant::now();
         let mut decoded_images: Vec<Option<DynamicImage>> = Vec::with_capacity(inputs.len());
         let mut out: Vec<Analysis> = Vec::with_capacity(inputs.len());
-        let wanted = |w: u32, h: u32| self.model.as_deref().and_then(|m| m.regions(w, h));
+        let regions = |w: u32, h: u32| self.model.as_deref().and_then(|m| m.regions(w, h));
+        let wanted: Option<&Wanted<'_>> = self.model.is_some().then_some(&regions);
         for bytes in inputs {
-            let decoded = match decode_regions(bytes, &self.limits, &wanted) {
+            let decoded = match decode_with(bytes, &self.limits, wanted) {
                 // Stealth parameters can reach any pixel once their signature is there.
                 Ok(d) if !d.whole && provenance::pixel_payload_present(&d.image) => {
-                    decode_regions(bytes, &self.limits, &|_, _| None)
+                    decode_with(bytes, &self.limits, None)
                 }
                 other => other,
             };
@@ -295,8 +296,11 @@ pub fn decode(
     bytes: &[u8],
     limits: &DecodeLimits,
 ) -> Result<(DecodedInfo, DynamicImage), DecodeError> {
-    decode_regions(bytes, limits, &|_, _| None).map(|d| (d.info, d.image))
+    decode_with(bytes, limits, None).map(|d| (d.info, d.image))
 }
+
+/// Which rectangles of a `width × height` image (as shown) are wanted; `None`: all of it.
+type Wanted<'a> = dyn Fn(u32, u32) -> Option<Vec<Rect>> + 'a;
 
 /// [`decode`], reconstructing only the rectangles `wanted(width, height)` names (in the image
 /// as shown, after its EXIF orientation; `None`: all of it) where the format allows: baseline
@@ -310,6 +314,15 @@ pub fn decode_regions(
     bytes: &[u8],
     limits: &DecodeLimits,
     wanted: &dyn Fn(u32, u32) -> Option<Vec<Rect>>,
+) -> Result<Decoded, DecodeError> {
+    decode_with(bytes, limits, Some(wanted))
+}
+
+/// [`decode_regions`], or [`decode`] without `wanted` (no JPEG header is read twice then).
+fn decode_with(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    wanted: Option<&Wanted<'_>>,
 ) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
@@ -334,7 +347,7 @@ pub fn decode_regions(
             "JPEG is truncated (no end-of-image marker after the scan)".into(),
         ));
     }
-    if format == ImageFormat::Jpeg {
+    if let Some(wanted) = wanted.filter(|_| format == ImageFormat::Jpeg) {
         if let Some(d) = jpeg_regions(bytes, limits, (width, height), wanted) {
             return Ok(d);
         }
@@ -351,16 +364,7 @@ pub fn decode_regions(
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let img = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
-    use image::metadata::Orientation as O;
-    let turned = matches!(
-        orientation,
-        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH
-    );
-    let (width, height) = if turned {
-        (img.height(), img.width())
-    } else {
-        (img.width(), img.height())
-    };
+    let (width, height) = oriented_size(orientation, img.width(), img.height());
     Ok(Decoded {
         info: DecodedInfo {
             width,
@@ -380,7 +384,7 @@ fn jpeg_regions(
     bytes: &[u8],
     limits: &DecodeLimits,
     (width, height): (u32, u32),
-    wanted: &dyn Fn(u32, u32) -> Option<Vec<Rect>>,
+    wanted: &Wanted<'_>,
 ) -> Option<Decoded> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options};
     let len = u64::from(width) * u64::from(height) * 3;
@@ -407,7 +411,7 @@ fn jpeg_regions(
     let shown = oriented_size(orientation, width, height);
     let mut rects: Vec<(usize, usize, usize, usize)> = wanted(shown.0, shown.1)?
         .into_iter()
-        .map(|r| stored_rect(orientation, r, (width, height)))
+        .map(|r| stored_rect(orientation, clip(r, shown), (width, height)))
         .chain([provenance::pixel_payload_rect(width, height)])
         .map(|(x, y, w, h)| (x as usize, y as usize, w as usize, h as usize))
         .collect();
@@ -426,6 +430,14 @@ fn jpeg_regions(
         image,
         whole: false,
     })
+}
+
+/// The part of `r` inside a `w × h` image (empty when none is).
+fn clip((x, y, rw, rh): Rect, (w, h): (u32, u32)) -> Rect {
+    if x >= w || y >= h {
+        return (0, 0, 0, 0);
+    }
+    (x, y, rw.min(w - x), rh.min(h - y))
 }
 
 /// The size of a `width × height` image as shown under `orientation`.

@@ -130,6 +130,24 @@ fn rows_far_from_every_rectangle_are_not_reconstructed() {
 }
 
 #[test]
+fn rectangles_past_the_edge_are_clipped() {
+    let limits = DecodeLimits::default();
+    let bytes = jpeg(300, 200, SamplingFactor::F_2_2, false, 0);
+    let (_, whole) = decode(&bytes, &limits).unwrap();
+    let d = decode_regions(&bytes, &limits, &|_, _| {
+        Some(vec![(290, 190, 100, 100), (400, 0, 10, 10), (0, 250, 5, 5)])
+    })
+    .unwrap();
+    assert!(!d.whole);
+    assert_same_inside(
+        &whole.to_rgb8(),
+        &d.image.to_rgb8(),
+        &[(290, 190, 10, 10)],
+        "clipped",
+    );
+}
+
+#[test]
 fn without_rectangles_or_outside_jpeg_the_image_decodes_whole() {
     let limits = DecodeLimits::default();
     let bytes = jpeg(320, 240, SamplingFactor::F_2_2, false, 0);
