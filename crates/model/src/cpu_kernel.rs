@@ -773,6 +773,8 @@ mod amx {
                 && bf16
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bf16")
+                // The int8 quantiser's (`quantise_rows`); every CPU with AMX has it.
+                && std::arch::is_x86_feature_detected!("avx512bw")
                 && request_tile_permission()
         })
     }
@@ -914,7 +916,7 @@ mod amx {
             row_scale.clear();
             row_scale.resize(mp, 0.0);
             let a8 = super::grown(a8, mp * kp);
-            // SAFETY: the caller guarantees AVX-512F.
+            // SAFETY: the caller guarantees `int8_available`, which checked AVX-512F and AVX512BW.
             let unsigned = unsafe { quantise_rows(lhs, k, kp, a8, row_scale) };
             a8[m * kp..].fill(0);
             let a8 = &*a8;
@@ -1007,6 +1009,10 @@ mod amx {
         });
     }
 
+    /// Rows per group in [`quantise_rows`]: 8 rows of the deepest `A` (1152 bf16 values) are
+    /// 18 KiB, inside L1 between the group's two reads, and the rows' reductions overlap.
+    pub(super) const QUANTISE_GROUP: usize = 8;
+
     /// A value of `A` that [`quantise_rows`] reads: f32, or bf16 bits.
     pub(super) trait Lane: Copy {
         /// 16 values from `p` as f32.
@@ -1016,6 +1022,26 @@ mod amx {
         unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
         /// One value as f32.
         fn wide(self) -> f32;
+        /// The largest magnitude among `row`'s values, and whether one of them is below zero
+        /// (−0 is not). Both read off the bits: the magnitudes of floats (not NaN) order as
+        /// their bits with the sign cleared, and a value is below zero when its bits, as an
+        /// unsigned integer, exceed the sign bit alone.
+        ///
+        /// # Safety
+        /// AVX-512F and AVX512BW.
+        unsafe fn stats(row: &[Self]) -> (f32, bool);
+        /// `row`'s leading whole chunks of 32 values times `inv`, rounded to integers, into
+        /// `out` as bytes (the low 8 bits of each), where this lane has a faster way than 16 at
+        /// a time; how many values were done. Every product must round into −128..=255 (the
+        /// quantiser's: `inv` finite, every `|v| · inv` at most 255), so that those bits are the
+        /// saturated byte.
+        ///
+        /// # Safety
+        /// AVX-512F and AVX512BW; `out` at least as long as `row`.
+        #[inline]
+        unsafe fn bytes32(_row: &[Self], _inv: f32, _out: &mut [u8]) -> usize {
+            0
+        }
     }
 
     impl Lane for f32 {
@@ -1027,6 +1053,34 @@ mod amx {
         }
         fn wide(self) -> f32 {
             self
+        }
+        #[target_feature(enable = "avx512f,avx512bw")]
+        #[inline]
+        unsafe fn stats(row: &[f32]) -> (f32, bool) {
+            use std::arch::x86_64::{
+                _mm512_and_si512, _mm512_cmpgt_epu32_mask, _mm512_loadu_si512, _mm512_max_epu32,
+                _mm512_reduce_max_epu32, _mm512_set1_epi32, _mm512_setzero_si512,
+            };
+            const SIGN: u32 = 0x8000_0000;
+            // SAFETY: each load reads a chunk of 16 values; AVX-512F is the caller's.
+            unsafe {
+                let clear = _mm512_set1_epi32(!SIGN as i32);
+                let (mut mag, mut raw) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                let mut chunks = row.chunks_exact(16);
+                for c in chunks.by_ref() {
+                    let v = _mm512_loadu_si512(c.as_ptr().cast());
+                    mag = _mm512_max_epu32(mag, _mm512_and_si512(v, clear));
+                    raw = _mm512_max_epu32(raw, v);
+                }
+                let mut mag = _mm512_reduce_max_epu32(mag);
+                let mut negative =
+                    _mm512_cmpgt_epu32_mask(raw, _mm512_set1_epi32(SIGN as i32)) != 0;
+                for v in chunks.remainder() {
+                    mag = mag.max(v.to_bits() & !SIGN);
+                    negative |= v.to_bits() > SIGN;
+                }
+                (f32::from_bits(mag), negative)
+            }
         }
     }
 
@@ -1046,15 +1100,93 @@ mod amx {
         fn wide(self) -> f32 {
             f32::from_bits(u32::from(self) << 16)
         }
+        #[target_feature(enable = "avx512f,avx512bw")]
+        #[inline]
+        unsafe fn stats(row: &[u16]) -> (f32, bool) {
+            use std::arch::x86_64::{
+                _mm512_and_si512, _mm512_cmpgt_epu16_mask, _mm512_loadu_si512, _mm512_max_epu16,
+                _mm512_max_epu32, _mm512_reduce_max_epu32, _mm512_set1_epi16, _mm512_set1_epi32,
+                _mm512_setzero_si512, _mm512_srli_epi32,
+            };
+            const SIGN: u16 = 0x8000;
+            // SAFETY: each load reads a chunk of 32 values; AVX-512F and AVX512BW are the
+            // caller's.
+            unsafe {
+                let clear = _mm512_set1_epi16(!SIGN as i16);
+                let (mut mag, mut raw) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                let mut chunks = row.chunks_exact(32);
+                for c in chunks.by_ref() {
+                    let v = _mm512_loadu_si512(c.as_ptr().cast());
+                    mag = _mm512_max_epu16(mag, _mm512_and_si512(v, clear));
+                    raw = _mm512_max_epu16(raw, v);
+                }
+                // The 32 magnitudes as 16 lanes of two: the low halves' and the high halves'.
+                let low = _mm512_and_si512(mag, _mm512_set1_epi32(0xffff));
+                let mut mag =
+                    _mm512_reduce_max_epu32(_mm512_max_epu32(low, _mm512_srli_epi32::<16>(mag)));
+                let mut negative =
+                    _mm512_cmpgt_epu16_mask(raw, _mm512_set1_epi16(SIGN as i16)) != 0;
+                for &v in chunks.remainder() {
+                    mag = mag.max(u32::from(v & !SIGN));
+                    negative |= v > SIGN;
+                }
+                (f32::from_bits(mag << 16), negative)
+            }
+        }
+        #[target_feature(enable = "avx512f,avx512bw")]
+        #[inline]
+        unsafe fn bytes32(row: &[u16], inv: f32, out: &mut [u8]) -> usize {
+            use std::arch::x86_64::{
+                _mm256_storeu_si256, _mm512_and_si512, _mm512_castsi512_ps, _mm512_cvtepi16_epi8,
+                _mm512_cvtps_epi32, _mm512_loadu_si512, _mm512_mul_ps, _mm512_or_si512,
+                _mm512_set1_epi32, _mm512_set1_ps, _mm512_slli_epi32,
+            };
+            assert!(out.len() >= row.len(), "a byte per value");
+            let mut done = 0;
+            // SAFETY: 32 values read and 32 bytes written at `done`, inside `row` and `out`;
+            // AVX-512F and AVX512BW are the caller's. A 32-bit lane holds two bf16 values: the
+            // even one moved up and the odd one with the even one cleared are both f32.
+            unsafe {
+                let (vinv, high, low) = (
+                    _mm512_set1_ps(inv),
+                    _mm512_set1_epi32(0xffff_0000_u32 as i32),
+                    _mm512_set1_epi32(0xffff),
+                );
+                while done + 32 <= row.len() {
+                    let v = _mm512_loadu_si512(row.as_ptr().add(done).cast());
+                    let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
+                    let odd = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+                    let even = _mm512_cvtps_epi32(_mm512_mul_ps(even, vinv));
+                    let odd = _mm512_cvtps_epi32(_mm512_mul_ps(odd, vinv));
+                    // The 32 integers as 16-bit lanes in the row's order, then their low bytes.
+                    let pairs =
+                        _mm512_or_si512(_mm512_and_si512(even, low), _mm512_slli_epi32::<16>(odd));
+                    _mm256_storeu_si256(
+                        out.as_mut_ptr().add(done).cast(),
+                        _mm512_cvtepi16_epi8(pairs),
+                    );
+                    done += 32;
+                }
+            }
+            done
+        }
     }
 
     /// Quantises each of the `lhs.len() / k` rows into `out` (rows of `kp` bytes, the depth
     /// padding zeroed) with its scale in `scale`; true when every value is non-negative (the
     /// bytes are then unsigned, 0..=255), else they are signed (−127..=127).
     ///
+    /// One pass over groups of [`QUANTISE_GROUP`] rows, each group read twice while it is in L1:
+    /// each row's largest magnitude and sign ([`Lane::stats`]), then its bytes. The bytes are
+    /// unsigned while no row so far has a value below zero; at the first such value the rows
+    /// before its group are quantised again, signed. The result is that of a first pass over
+    /// the whole of `A` for its sign (the bytes are the same): after a ReLU no row is done
+    /// twice, and in a signed layer (the stem's residual input) the first negative value comes
+    /// in the first rows.
+    ///
     /// # Safety
-    /// AVX-512F must be available.
-    #[target_feature(enable = "avx512f")]
+    /// AVX-512F and AVX512BW must be available.
+    #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn quantise_rows<S: Lane>(
         lhs: &[S],
         k: usize,
@@ -1062,76 +1194,93 @@ mod amx {
         out: &mut [u8],
         scale: &mut [f32],
     ) -> bool {
-        use std::arch::x86_64::{
-            _mm512_abs_ps, _mm512_cvtps_epi32, _mm512_cvtsepi32_epi8, _mm512_cvtusepi32_epi8,
-            _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_reduce_max_ps,
-            _mm512_reduce_min_ps, _mm512_set1_ps, _mm_storeu_si128,
-        };
-        // One pass: each row's largest magnitude (one horizontal reduction per row), kept in
-        // `scale` until the levels are known, and the smallest value of all of `A` (reduced
-        // once).
-        let mut lowest = f32::INFINITY;
-        // SAFETY: every load reads 16 values of a chunk that holds 16; AVX-512F is the
-        // caller's guarantee.
-        unsafe {
-            let mut vlo = _mm512_set1_ps(f32::INFINITY);
-            for (row, sc) in lhs.chunks_exact(k).zip(scale.iter_mut()) {
-                let mut vmax = _mm512_set1_ps(0.0);
-                let mut chunks = row.chunks_exact(16);
-                for c in chunks.by_ref() {
-                    let v = S::load16(c.as_ptr());
-                    vlo = _mm512_min_ps(vlo, v);
-                    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
-                }
-                let mut amax = _mm512_reduce_max_ps(vmax);
-                for v in chunks.remainder().iter().map(|v| v.wide()) {
-                    lowest = lowest.min(v);
-                    amax = amax.max(v.abs());
-                }
-                *sc = amax;
+        let rows = lhs.len() / k;
+        assert!(
+            out.len() >= rows * kp && scale.len() >= rows && kp >= k,
+            "quantised rows"
+        );
+        let row = |r: usize| &lhs[r * k..][..k];
+        let mut unsigned = true;
+        let mut first = 0;
+        while first < rows {
+            let group = first..(first + QUANTISE_GROUP).min(rows);
+            let mut negative = false;
+            for r in group.clone() {
+                // SAFETY: the caller's features.
+                let (amax, below_zero) = unsafe { S::stats(row(r)) };
+                scale[r] = amax;
+                negative |= below_zero;
             }
-            lowest = lowest.min(_mm512_reduce_min_ps(vlo));
-        }
-        let unsigned = lowest >= 0.0;
-        let levels = if unsigned { 255.0 } else { 127.0 };
-        for ((row, dst), sc) in lhs
-            .chunks_exact(k)
-            .zip(out.chunks_exact_mut(kp))
-            .zip(scale.iter_mut())
-        {
-            let amax = *sc;
-            *sc = if amax > 0.0 { amax / levels } else { 0.0 };
-            let inv = if amax > 0.0 { levels / amax } else { 0.0 };
-            let (vals, pad) = dst.split_at_mut(k);
-            pad.fill(0);
-            let mut done = 0;
-            // SAFETY: 16 values are read at `done` and 16 bytes written there, inside `row`
-            // and `vals` (both `k` long); conversions round to nearest even (the default MXCSR
-            // mode) and saturate.
-            unsafe {
-                let vinv = _mm512_set1_ps(inv);
-                while done + 16 <= k {
-                    let q =
-                        _mm512_cvtps_epi32(_mm512_mul_ps(S::load16(row.as_ptr().add(done)), vinv));
-                    let b = if unsigned {
-                        _mm512_cvtusepi32_epi8(q)
-                    } else {
-                        _mm512_cvtsepi32_epi8(q)
+            if negative && unsigned {
+                unsigned = false;
+                for done in 0..first {
+                    // SAFETY: as above.
+                    unsafe {
+                        quantise_row(row(done), scale[done], false, &mut out[done * kp..][..kp])
                     };
-                    _mm_storeu_si128(vals.as_mut_ptr().add(done).cast(), b);
-                    done += 16;
                 }
             }
-            for (o, v) in vals[done..].iter_mut().zip(&row[done..]) {
-                let q = (v.wide() * inv).round_ties_even();
-                *o = if unsigned {
-                    q.clamp(0.0, 255.0) as u8
-                } else {
-                    q.clamp(-127.0, 127.0) as i8 as u8
-                };
+            for r in group.clone() {
+                // SAFETY: as above.
+                unsafe { quantise_row(row(r), scale[r], unsigned, &mut out[r * kp..][..kp]) };
             }
+            first = group.end;
+        }
+        let levels = if unsigned { 255.0 } else { 127.0 };
+        for sc in &mut scale[..rows] {
+            *sc = if *sc > 0.0 { *sc / levels } else { 0.0 };
         }
         unsigned
+    }
+
+    /// One row of `k` values quantised into `dst` (`kp ≥ k` bytes, the rest zeroed) at the
+    /// levels of `amax`, its largest magnitude: 255 unsigned, 127 signed (two's complement).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn quantise_row<S: Lane>(row: &[S], amax: f32, unsigned: bool, dst: &mut [u8]) {
+        use std::arch::x86_64::{
+            _mm512_cvtps_epi32, _mm512_cvtsepi32_epi8, _mm512_cvtusepi32_epi8, _mm512_mul_ps,
+            _mm512_set1_ps, _mm_storeu_si128,
+        };
+        let k = row.len();
+        let levels = if unsigned { 255.0 } else { 127.0 };
+        let inv = if amax > 0.0 { levels / amax } else { 0.0 };
+        let (vals, pad) = dst.split_at_mut(k);
+        pad.fill(0);
+        // |v| ≤ amax, so every |v · inv| rounds to at most `levels`.
+        // SAFETY: the caller's features; `vals` is `row`'s length.
+        let mut done = if inv.is_finite() {
+            unsafe { S::bytes32(row, inv, vals) }
+        } else {
+            0
+        };
+        // SAFETY: 16 values are read at `done` and 16 bytes written there, inside `row` and
+        // `vals` (both `k` long); conversions round to nearest even (the default MXCSR mode)
+        // and saturate.
+        unsafe {
+            let vinv = _mm512_set1_ps(inv);
+            while done + 16 <= k {
+                let q = _mm512_cvtps_epi32(_mm512_mul_ps(S::load16(row.as_ptr().add(done)), vinv));
+                let b = if unsigned {
+                    _mm512_cvtusepi32_epi8(q)
+                } else {
+                    _mm512_cvtsepi32_epi8(q)
+                };
+                _mm_storeu_si128(vals.as_mut_ptr().add(done).cast(), b);
+                done += 16;
+            }
+        }
+        for (o, v) in vals[done..].iter_mut().zip(&row[done..]) {
+            let q = (v.wide() * inv).round_ties_even();
+            *o = if unsigned {
+                q.clamp(0.0, 255.0) as u8
+            } else {
+                q.clamp(-127.0, 127.0) as i8 as u8
+            };
+        }
     }
 
     /// `dst = act(A · B + bias + residual)` with `A` in bf16: `a16` holds
@@ -1423,6 +1572,85 @@ mod tests {
             }
         }
         out
+    }
+
+    /// `A`'s rows quantised as the int8 kernels define it: `(bytes, scales, unsigned)`, rows
+    /// of `kp` bytes, the padding zero.
+    #[cfg(target_arch = "x86_64")]
+    fn quantised_definition(a: &[f32], k: usize, kp: usize) -> (Vec<u8>, Vec<f32>, bool) {
+        let unsigned = a.iter().all(|&v| v >= 0.0);
+        let levels = if unsigned { 255.0 } else { 127.0 };
+        let (mut bytes, mut scales) = (Vec::new(), Vec::new());
+        for row in a.chunks_exact(k) {
+            let amax = row.iter().fold(0f32, |x, v| x.max(v.abs()));
+            let inv = if amax > 0.0 { levels / amax } else { 0.0 };
+            scales.push(if amax > 0.0 { amax / levels } else { 0.0 });
+            for &v in row {
+                let q = (v * inv).round_ties_even();
+                bytes.push(if unsigned {
+                    q.clamp(0.0, 255.0) as u8
+                } else {
+                    q.clamp(-127.0, 127.0) as i8 as u8
+                });
+            }
+            bytes.resize(bytes.len() + kp - k, 0);
+        }
+        (bytes, scales, unsigned)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn quantised_rows_are_the_definition_wherever_the_first_negative_value_is() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw"))
+        {
+            eprintln!("no AVX-512F and AVX512BW here: the int8 kernels do not run");
+            return;
+        }
+        let widen = |h: u16| f32::from_bits(u32::from(h) << 16);
+        // Three groups of rows (the last one short).
+        let m = 2 * amx::QUANTISE_GROUP + 3;
+        for k in [7, 16, 27, 32, 33, 64, 130, 300] {
+            let kp = up(k, 32);
+            // No negative value (only −0, which counts as non-negative), then one in the first
+            // value, in the first row of the second group (the first group quantised again),
+            // and in the very last value (two groups again).
+            let second = amx::QUANTISE_GROUP * k + k / 2;
+            for negative_at in [None, Some(0), Some(second), Some(m * k - 1)] {
+                let mut a: Vec<f32> = (0..m * k).map(|i| (i * 37 % 101) as f32 / 25.0).collect();
+                a.iter_mut().step_by(5).for_each(|v| *v = -0.0);
+                // An all-zero row (scale 0) and a row whose largest value is in its tail.
+                a[2 * k..3 * k].fill(0.0);
+                a[6 * k - 1] = 9.0;
+                if let Some(at) = negative_at {
+                    a[at] = -3.5;
+                }
+                let mut a16 = vec![0u16; m * k];
+                to_bf16(&a, &mut a16);
+                let a_rounded: Vec<f32> = a16.iter().map(|&h| widen(h)).collect();
+                let cases = [
+                    ("f32", quantised_definition(&a, k, kp), None),
+                    ("bf16", quantised_definition(&a_rounded, k, kp), Some(&a16)),
+                ];
+                for (lane, (want, want_scales, want_unsigned), bits) in cases {
+                    let mut got = vec![0xa5u8; m * kp];
+                    let mut scales = vec![f32::NAN; m];
+                    // SAFETY: AVX-512F and AVX512BW were detected.
+                    #[allow(unsafe_code)]
+                    let unsigned = unsafe {
+                        match bits {
+                            Some(a16) => amx::quantise_rows(a16, k, kp, &mut got, &mut scales),
+                            None => amx::quantise_rows(&a, k, kp, &mut got, &mut scales),
+                        }
+                    };
+                    let case = format!("{lane} k {k}, negative at {negative_at:?}");
+                    assert_eq!(unsigned, want_unsigned, "{case}");
+                    assert_eq!(unsigned, negative_at.is_none(), "{case}");
+                    assert_eq!(scales, want_scales, "{case}");
+                    assert_eq!(got, want, "{case}");
+                }
+            }
+        }
     }
 
     #[test]

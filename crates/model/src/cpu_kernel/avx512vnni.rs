@@ -36,12 +36,14 @@ const NR: usize = 32;
 /// Depth per `vpdpbusd` lane.
 const QUAD: usize = 4;
 
-/// AVX-512F and AVX512-VNNI were detected.
+/// AVX-512F and AVX512-VNNI were detected, and AVX512BW (the quantiser's; every CPU with
+/// AVX512-VNNI has it).
 pub(super) fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
     })
 }
 
@@ -97,7 +99,7 @@ thread_local! {
 /// # Safety
 /// [`available`] must have returned true; `dst` and `lhs` must hold `m×n` and `m×k` floats,
 /// `w` must be [`pack`]'s output for `k × n`, and the epilogue's slices `n` and `m×n`.
-#[target_feature(enable = "avx512f,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512vnni,avx512bw")]
 pub(super) unsafe fn matmul(
     dst: &mut [f32],
     lhs: &[f32],
@@ -124,7 +126,7 @@ pub(super) unsafe fn matmul(
 /// # Safety
 /// [`available`] and AVX512-BF16 (the bf16 output's rounding); `a16` must hold `m` rows at
 /// the padded depth, the rest as for [`matmul`].
-#[target_feature(enable = "avx512f,avx512vnni,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512vnni,avx512bf16,avx512bw")]
 pub(super) unsafe fn multiply(
     dst: Out<'_>,
     a16: &[u16],
@@ -150,7 +152,7 @@ pub(super) unsafe fn multiply(
 /// scales in `row_scale`; signed bytes stored offset by 128. True where they are unsigned.
 ///
 /// # Safety
-/// AVX-512F.
+/// AVX-512F and AVX512BW.
 #[inline(always)]
 unsafe fn quantise<S: Lane>(
     lhs: &[S],
