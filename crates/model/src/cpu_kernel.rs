@@ -1013,6 +1013,16 @@ mod amx {
     /// 18 KiB, inside L1 between the group's two reads, and the rows' reductions overlap.
     pub(super) const QUANTISE_GROUP: usize = 8;
 
+    /// The integer levels of quantised `A`: 255 where all of it is non-negative (unsigned
+    /// bytes), else 127 (signed).
+    fn levels(unsigned: bool) -> f32 {
+        if unsigned {
+            255.0
+        } else {
+            127.0
+        }
+    }
+
     /// A value of `A` that [`quantise_rows`] reads: f32, or bf16 bits.
     pub(super) trait Lane: Copy {
         /// 16 values from `p` as f32.
@@ -1226,7 +1236,7 @@ mod amx {
             }
             first = group.end;
         }
-        let levels = if unsigned { 255.0 } else { 127.0 };
+        let levels = levels(unsigned);
         for sc in &mut scale[..rows] {
             *sc = if *sc > 0.0 { *sc / levels } else { 0.0 };
         }
@@ -1246,11 +1256,14 @@ mod amx {
             _mm512_set1_ps, _mm_storeu_si128,
         };
         let k = row.len();
-        let levels = if unsigned { 255.0 } else { 127.0 };
-        let inv = if amax > 0.0 { levels / amax } else { 0.0 };
+        let inv = if amax > 0.0 {
+            levels(unsigned) / amax
+        } else {
+            0.0
+        };
         let (vals, pad) = dst.split_at_mut(k);
         pad.fill(0);
-        // |v| ≤ amax, so every |v · inv| rounds to at most `levels`.
+        // |v| ≤ amax, so every |v · inv| rounds to at most the levels.
         // SAFETY: the caller's features; `vals` is `row`'s length.
         let mut done = if inv.is_finite() {
             unsafe { S::bytes32(row, inv, vals) }
