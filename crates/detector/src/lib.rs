@@ -481,8 +481,10 @@ fn stored_rect(
 
 /// Whether an end-of-image marker follows the first start-of-scan.
 fn jpeg_has_end(bytes: &[u8]) -> bool {
-    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
-    sos.is_some_and(|p| bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]))
+    // An end-of-image marker anywhere after the first start-of-scan; searched from the end,
+    // where a whole file has it.
+    let sos = memchr::memmem::find(bytes, &[0xFF, 0xDA]);
+    sos.is_some_and(|p| memchr::memmem::rfind(&bytes[p..], &[0xFF, 0xD9]).is_some())
 }
 
 fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
@@ -594,6 +596,18 @@ mod tests {
         assert!(decode(&jpg, &lim).is_ok());
         jpg.truncate(jpg.len() * 2 / 3);
         assert_eq!(decode(&jpg, &lim).unwrap_err().class(), "decode_error");
+    }
+
+    #[test]
+    fn jpeg_end_counts_only_after_the_first_scan() {
+        // An EXIF thumbnail's end-of-image before the scan does not make a truncated file whole.
+        assert!(!jpeg_has_end(&[0xFF, 0xD8, 0xFF, 0xD9, 0xFF, 0xDA, 1, 2]));
+        assert!(jpeg_has_end(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 0xFF, 0xD9]));
+        // Trailing bytes after the marker (appended data) are allowed.
+        assert!(jpeg_has_end(&[0xFF, 0xDA, 0xFF, 0xD9, 0, 0, 0xFF]));
+        assert!(!jpeg_has_end(&[0xFF, 0xDA, 0xD9, 0xFF]));
+        assert!(!jpeg_has_end(&[0xFF, 0xD9]));
+        assert!(!jpeg_has_end(&[]));
     }
 
     #[test]

@@ -122,8 +122,10 @@ fn scan_xmp(bytes: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&bytes[start..end]).into_owned())
 }
 
+/// The first occurrence of `needle` (SIMD substring search: every file is scanned for several
+/// markers, and a byte-by-byte window compare cost ~2% of the pipeline's CPU).
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 fn split_nul(data: &[u8]) -> Option<(&[u8], &[u8])> {
