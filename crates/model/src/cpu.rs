@@ -120,6 +120,10 @@ trait Act: Copy + Default + Send + Sync + 'static {
     fn res(s: &[Self]) -> Res<'_>;
     /// One value as f32.
     fn to_f32(v: Self) -> f32;
+    /// The least value (the max-pool's start).
+    const LOWEST: Self;
+    /// The larger of two values.
+    fn max(a: Self, b: Self) -> Self;
 }
 
 /// A residual branch, f32 or bf16.
@@ -160,6 +164,10 @@ impl Act for f32 {
     fn to_f32(v: f32) -> f32 {
         v
     }
+    const LOWEST: f32 = f32::NEG_INFINITY;
+    fn max(a: f32, b: f32) -> f32 {
+        a.max(b)
+    }
 }
 
 impl Act for u16 {
@@ -183,6 +191,17 @@ impl Act for u16 {
     }
     fn to_f32(v: u16) -> f32 {
         f32::from_bits(u32::from(v) << 16)
+    }
+    /// bf16 −∞.
+    const LOWEST: u16 = 0xFF80;
+    /// Compared as the values they are (not as bits: −0 and the negatives would win), so
+    /// that the larger of two rounded values is the rounding of the larger one.
+    fn max(a: u16, b: u16) -> u16 {
+        if Self::to_f32(b) > Self::to_f32(a) {
+            b
+        } else {
+            a
+        }
     }
 }
 
@@ -522,31 +541,61 @@ impl CpuNpr {
     }
 
     fn forward_one(&self, data: &[f32], h: usize, w: usize, cx: Cx<'_>) -> Vec<f32> {
-        let n = 1;
-        let r = npr_residual(data, (n, h, w, 3), cx);
-        let s: Nhwc = self.stem.forward(&r, None, true, cx);
-        cx.pool.give(r.data);
-        let x = max_pool_3s2(&s, cx);
-        cx.pool.give(s.data);
+        self.forward_one_via(data, (h, w), self.bf16_stem(), cx)
+    }
+
+    /// Whether the stem can write bf16 for the max-pool and the first block without changing
+    /// a bit: every convolution runs on the tiles, and the first block reads the max-pool's
+    /// output only through its products (a projection, not the identity, on its residual
+    /// branch), which round it to bf16 anyway. The max of rounded values is the rounding of
+    /// the max (rounding is monotonic), so only where the rounding happens moves: half the
+    /// bytes written and pooled, and the first block's 1×1 products read the rows in place.
+    fn bf16_stem(&self) -> bool {
+        self.stem.tiled()
+            && self.blocks.iter().all(Block::tiled)
+            && self.blocks.first().is_some_and(|b| b.downsample.is_some())
+    }
+
+    fn forward_one_via(
+        &self,
+        data: &[f32],
+        (h, w): (usize, usize),
+        bf16_stem: bool,
+        cx: Cx<'_>,
+    ) -> Vec<f32> {
+        let r = npr_residual(data, (1, h, w, 3), cx);
+        if bf16_stem {
+            return self.stem_and_rest::<u16, u16>(r, cx);
+        }
         // Where every block runs on the tiles, the activations between the blocks (each
         // block's output, the next one's input and residual) are bf16 too, as in bf16
         // inference elsewhere: sums in f32, activations stored in bf16.
         if self.blocks.iter().all(Block::tiled) {
-            self.blocks_and_head::<u16>(x, cx)
+            self.stem_and_rest::<f32, u16>(r, cx)
         } else {
-            self.blocks_and_head::<f32>(x, cx)
+            self.stem_and_rest::<f32, f32>(r, cx)
         }
     }
 
+    /// The stem (output in `S`) on the NPR residual `r`, the max-pool, the blocks (outputs in
+    /// `T`) and the head.
+    fn stem_and_rest<S: Act, T: Act>(&self, r: Nhwc, cx: Cx<'_>) -> Vec<f32> {
+        let s: Nhwc<S> = self.stem.forward(&r, None, true, cx);
+        cx.pool.give(r.data);
+        let x = max_pool_3s2(&s, cx);
+        S::pool(&cx).give(s.data);
+        self.blocks_and_head::<S, T>(x, cx)
+    }
+
     /// The blocks on `x` (the max-pool's output), with their outputs in `T`, then the head.
-    fn blocks_and_head<T: Act>(&self, x: Nhwc, cx: Cx<'_>) -> Vec<f32> {
+    fn blocks_and_head<I: Act, T: Act>(&self, x: Nhwc<I>, cx: Cx<'_>) -> Vec<f32> {
         let Some((first, rest)) = self.blocks.split_first() else {
             let logits = self.head(&x);
-            cx.pool.give(x.data);
+            I::pool(&cx).give(x.data);
             return logits;
         };
         let mut y: Nhwc<T> = first.forward(&x, cx);
-        cx.pool.give(x.data);
+        I::pool(&cx).give(x.data);
         for b in rest {
             let next = b.forward(&y, cx);
             T::pool(&cx).give(std::mem::replace(&mut y, next).data);
@@ -576,31 +625,40 @@ impl CpuNpr {
 }
 
 /// `(x − x[y & !1, x & !1]) · ⅔`: the neighbouring-pixel residual (nearest down- then
-/// up-sampling by 2), scaled as in [`crate::arch::Npr`].
+/// up-sampling by 2), scaled as in [`crate::arch::Npr`]. RGB input (`c` = 3).
 fn npr_residual(data: &[f32], (n, h, w, c): (usize, usize, usize, usize), cx: Cx<'_>) -> Nhwc {
+    const C: usize = 3;
+    assert_eq!(c, C, "RGB");
     let mut out = cx.pool.take(data.len());
-    let image = h * w * c;
-    cx.for_each_chunk(&mut out, w * c, |row, dst| {
+    let image = h * w * C;
+    cx.for_each_chunk(&mut out, w * C, |row, dst| {
         let (b, y) = (row / h, row % h);
-        let src = &data[b * image + y * w * c..][..w * c];
-        let anchor = &data[b * image + (y & !1) * w * c..][..w * c];
-        for xi in 0..w {
-            let a = (xi & !1) * c;
-            for ch in 0..c {
-                dst[xi * c + ch] = (src[xi * c + ch] - anchor[a + ch]) * (2.0 / 3.0);
+        let src = &data[b * image + y * w * C..][..w * C];
+        let anchor = &data[b * image + (y & !1) * w * C..][..w * C];
+        // Pixel pairs of known size, both taking the first one's value in the anchor row.
+        let mut d = dst.chunks_exact_mut(2 * C);
+        let (s, a) = (src.chunks_exact(2 * C), anchor.chunks_exact(2 * C));
+        for ((d, s), a) in d.by_ref().zip(s.clone()).zip(a.clone()) {
+            for i in 0..2 * C {
+                d[i] = (s[i] - a[i % C]) * (2.0 / 3.0);
             }
         }
+        // A lone last pixel (odd width) is its own anchor.
+        let lone = d.into_remainder().iter_mut().zip(s.remainder());
+        for ((d, s), a) in lone.zip(a.remainder()) {
+            *d = (s - a) * (2.0 / 3.0);
+        }
     });
-    Nhwc::new(out, n, h, w, c)
+    Nhwc::new(out, n, h, w, C)
 }
 
 /// Max-pool 3×3, stride 2, padding 1 (padding never wins).
-fn max_pool_3s2(x: &Nhwc, cx: Cx<'_>) -> Nhwc {
+fn max_pool_3s2<T: Act>(x: &Nhwc<T>, cx: Cx<'_>) -> Nhwc<T> {
     let (oh, ow, c) = ((x.h - 1) / 2 + 1, (x.w - 1) / 2 + 1, x.c);
-    let mut out = cx.pool.take(x.n * oh * ow * c);
+    let mut out = T::pool(&cx).take(x.n * oh * ow * c);
     cx.for_each_chunk(&mut out, ow * c, |row, dst| {
         let (b, oy) = (row / oh, row % oh);
-        dst.fill(f32::NEG_INFINITY);
+        dst.fill(T::LOWEST);
         for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(x.h) {
             let src = &x.data[(b * x.h + iy) * x.w * c..][..x.w * c];
             for ox in 0..ow {
@@ -608,7 +666,7 @@ fn max_pool_3s2(x: &Nhwc, cx: Cx<'_>) -> Nhwc {
                 for ix in (2 * ox).saturating_sub(1)..(2 * ox + 2).min(x.w) {
                     d.iter_mut()
                         .zip(&src[ix * c..][..c])
-                        .for_each(|(d, s)| *d = d.max(*s));
+                        .for_each(|(d, s)| *d = T::max(*d, *s));
                 }
             }
         }
@@ -619,6 +677,15 @@ fn max_pool_3s2(x: &Nhwc, cx: Cx<'_>) -> Nhwc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pass's context on the calling thread and spread over rayon's, over the same pools.
+    fn serial_and_parallel<'a>(pool: &'a Pool, pool16: &'a Pool<u16>) -> [Cx<'a>; 2] {
+        [false, true].map(|parallel| Cx {
+            pool,
+            pool16,
+            parallel,
+        })
+    }
 
     /// Direct convolution, the definition.
     fn reference_conv(x: &Nhwc, w_oihw: &[f32], bias: &[f32], k: usize, s: usize) -> Nhwc {
@@ -696,12 +763,7 @@ mod tests {
                 let want = reference_conv(&xr, &rounded(&wt), &bias, k, s);
                 let res = ramp(want.data.len(), 5);
                 let (pool, pool16) = (Pool::default(), Pool::default());
-                for parallel in [false, true] {
-                    let cx = Cx {
-                        pool: &pool,
-                        pool16: &pool16,
-                        parallel,
-                    };
+                for cx in serial_and_parallel(&pool, &pool16) {
                     let got: Nhwc = conv.forward(&x, None, false, cx);
                     assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
                     for (g, w) in got.data.iter().zip(&want.data) {
@@ -764,12 +826,7 @@ mod tests {
         }
         let x = Nhwc::new(ramp(2 * 9 * 9 * 64, 9), 2, 9, 9, 64);
         let (pool, pool16) = (Pool::default(), Pool::default());
-        for parallel in [false, true] {
-            let cx = Cx {
-                pool: &pool,
-                pool16: &pool16,
-                parallel,
-            };
+        for cx in serial_and_parallel(&pool, &pool16) {
             let mut x16 = vec![0u16; x.data.len()];
             to_bf16(&x.data, &mut x16);
             let x16 = Nhwc::new(x16, x.n, x.h, x.w, x.c);
@@ -810,6 +867,101 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn npr_residual_is_its_definition_at_odd_sides() {
+        for (n, h, w) in [(2, 5, 7), (1, 4, 6), (1, 1, 1)] {
+            let data = ramp(n * h * w * 3, 13);
+            let want: Vec<f32> = (0..data.len())
+                .map(|i| {
+                    let (ch, px) = (i % 3, i / 3);
+                    let (b, y, x) = (px / (h * w), px / w % h, px % w);
+                    let a = ((b * h + (y & !1)) * w + (x & !1)) * 3 + ch;
+                    (data[i] - data[a]) * (2.0 / 3.0)
+                })
+                .collect();
+            let (pool, pool16) = (Pool::default(), Pool::default());
+            for cx in serial_and_parallel(&pool, &pool16) {
+                let got = npr_residual(&data, (n, h, w, 3), cx);
+                assert_eq!(got.data, want, "{n}×{h}×{w}");
+            }
+        }
+    }
+
+    #[test]
+    fn max_pool_in_bf16_is_the_rounding_of_the_f32_max_pool() {
+        // Signed values, −0 and values that round together: compared as values, not bits.
+        let mut data = ramp(2 * 7 * 9 * 5, 21);
+        data[0] = -0.0;
+        data[1] = 1.0 + 1.0 / 512.0;
+        data[2] = 1.0 + 1.0 / 256.0;
+        let x = Nhwc::new(data, 2, 7, 9, 5);
+        let mut bits = vec![0u16; x.data.len()];
+        to_bf16(&x.data, &mut bits);
+        let x16 = Nhwc::new(bits, x.n, x.h, x.w, x.c);
+        let (pool, pool16) = (Pool::default(), Pool::default());
+        let cx = Cx::serial(&pool, &pool16);
+        let want: Vec<f32> = max_pool_3s2(&x, cx)
+            .data
+            .iter()
+            .map(|&v| u16::to_f32(crate::cpu_kernel::bf16_scalar(v)))
+            .collect();
+        let got: Vec<f32> = max_pool_3s2(&x16, cx)
+            .data
+            .into_iter()
+            .map(u16::to_f32)
+            .collect();
+        assert_eq!(got, want);
+        assert!(got.iter().any(|&v| v < 0.0) && got.iter().any(|&v| v > 0.0));
+    }
+
+    #[test]
+    fn the_bf16_stem_changes_no_logit_bit() {
+        let conv = |cin, cout, k, stride, seed, precision| {
+            let w = ramp(cout * cin * k * k, seed)
+                .iter()
+                .map(|v| v * 0.2)
+                .collect::<Vec<_>>();
+            Conv::from_oihw(&w, ramp(cout, seed + 1), (cout, cin, k), stride, precision)
+        };
+        for precision in [Precision::Bf16, Precision::Int8] {
+            let block = |seed, downsample: bool| Block {
+                c1: conv(64, 32, 1, 1, seed, precision),
+                c2: conv(32, 32, 3, 1, seed + 2, precision),
+                c3: conv(32, 64, 1, 1, seed + 4, precision),
+                downsample: downsample.then(|| conv(64, 64, 1, 1, seed + 6, precision)),
+            };
+            let net = CpuNpr::new(
+                conv(3, 64, 3, 2, 1, precision),
+                vec![block(10, true), block(20, false)],
+                ramp(64, 5),
+                0.25,
+            );
+            if !net.bf16_stem() {
+                eprintln!("{precision:?}: no tile kernel on this CPU, the stem writes f32 only");
+                continue;
+            }
+            // Without a projection on the first block's residual branch, the stem stays f32.
+            let plain = CpuNpr::new(
+                conv(3, 64, 3, 2, 1, precision),
+                vec![block(20, false)],
+                ramp(64, 5),
+                0.25,
+            );
+            assert!(!plain.bf16_stem());
+            let (h, w) = (30, 26);
+            let data = ramp(h * w * 3, 3);
+            let cx = Cx::serial(&net.pool, &net.pool16);
+            let via_f32 = net.forward_one_via(&data, (h, w), false, cx);
+            let via_bf16 = net.forward_one_via(&data, (h, w), true, cx);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&via_bf16), bits(&via_f32), "{precision:?}");
+            assert!(
+                via_f32[0].is_finite() && via_f32[0] != 0.25,
+                "a network that computes"
+            );
         }
     }
 
