@@ -731,6 +731,22 @@ mod tests {
             .collect()
     }
 
+    /// A `k×k` convolution with ramp weights (scaled to keep activations in range) and biases.
+    fn ramp_conv(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        seed: u32,
+        precision: Precision,
+    ) -> Conv {
+        let w: Vec<f32> = ramp(cout * cin * k * k, seed)
+            .iter()
+            .map(|v| v * 0.2)
+            .collect();
+        Conv::from_oihw(&w, ramp(cout, seed + 1), (cout, cin, k), stride, precision)
+    }
+
     #[test]
     fn conv_matches_the_definition_for_every_shape_used() {
         // (k, stride, cin, cout, h, w): odd sides exercise the padding on both edges.
@@ -783,19 +799,8 @@ mod tests {
     fn bf16_between_and_inside_blocks_is_the_rounding_of_f32() {
         // Rounding in the epilogue (bf16 activations) or in the next layer's gather or copy
         // (f32 activations) is the same rounding of the same sums: the outputs are identical.
-        let conv = |cin, cout, k, stride, seed| {
-            let w = ramp(cout * cin * k * k, seed)
-                .iter()
-                .map(|v| v * 0.2)
-                .collect::<Vec<_>>();
-            Conv::from_oihw(
-                &w,
-                ramp(cout, seed + 1),
-                (cout, cin, k),
-                stride,
-                Precision::Bf16,
-            )
-        };
+        let conv =
+            |cin, cout, k, stride, seed| ramp_conv(cin, cout, k, stride, seed, Precision::Bf16);
         // 2 × 9 × 9 pixels: 162 rows, so the last tile of rows is a partial block (copied and
         // padded) and the others are read in place.
         let plain = Block {
@@ -919,22 +924,15 @@ mod tests {
 
     #[test]
     fn the_bf16_stem_changes_no_logit_bit() {
-        let conv = |cin, cout, k, stride, seed, precision| {
-            let w = ramp(cout * cin * k * k, seed)
-                .iter()
-                .map(|v| v * 0.2)
-                .collect::<Vec<_>>();
-            Conv::from_oihw(&w, ramp(cout, seed + 1), (cout, cin, k), stride, precision)
-        };
         for precision in [Precision::Bf16, Precision::Int8] {
             let block = |seed, downsample: bool| Block {
-                c1: conv(64, 32, 1, 1, seed, precision),
-                c2: conv(32, 32, 3, 1, seed + 2, precision),
-                c3: conv(32, 64, 1, 1, seed + 4, precision),
-                downsample: downsample.then(|| conv(64, 64, 1, 1, seed + 6, precision)),
+                c1: ramp_conv(64, 32, 1, 1, seed, precision),
+                c2: ramp_conv(32, 32, 3, 1, seed + 2, precision),
+                c3: ramp_conv(32, 64, 1, 1, seed + 4, precision),
+                downsample: downsample.then(|| ramp_conv(64, 64, 1, 1, seed + 6, precision)),
             };
             let net = CpuNpr::new(
-                conv(3, 64, 3, 2, 1, precision),
+                ramp_conv(3, 64, 3, 2, 1, precision),
                 vec![block(10, true), block(20, false)],
                 ramp(64, 5),
                 0.25,
@@ -945,7 +943,7 @@ mod tests {
             }
             // Without a projection on the first block's residual branch, the stem stays f32.
             let plain = CpuNpr::new(
-                conv(3, 64, 3, 2, 1, precision),
+                ramp_conv(3, 64, 3, 2, 1, precision),
                 vec![block(20, false)],
                 ramp(64, 5),
                 0.25,
