@@ -627,6 +627,7 @@ async fn main() {
     // The arithmetic the pipeline was run with (its `detector.precision`, default `auto`).
     let precision = match std::env::var("LISTING_GUARD__DETECTOR__PRECISION").as_deref() {
         Ok("f32") => lg_model::cpu::Precision::F32,
+        Ok("bf16") => lg_model::cpu::Precision::Bf16,
         Ok("int8") => lg_model::cpu::Precision::Int8,
         _ => lg_model::cpu::Precision::auto(),
     };

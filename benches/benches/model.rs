@@ -4,16 +4,15 @@
 //! Prints images/s for preprocessing (5 crops of 224 from a 1024x768 photo) and crops/s for
 //! inference at batch 1, 8 and 32 (224x224 crops) on the CPU paths side by side: the candle
 //! graph (stock `conv2d`, BatchNorm folded), the CPU engine (`lg_model::cpu`) in f32, and the
-//! CPU engine at `Precision::auto()` (what the detector runs by default: bf16 on the AMX tile
-//! unit or with AVX512-BF16 where the CPU has either; the column repeats f32 elsewhere) and at `Precision::Int8`
-//! (AMX-INT8 or AVX512-VNNI where the CPU has either, else f32 again), with the largest logit difference of each
-//! to the f32 engine on the bench's crop. Then it runs `benches/ort_npr.py` in the bench
+//! CPU engine at `Precision::Bf16` (the AMX tile unit or AVX512-BF16 where the CPU has either;
+//! the column repeats f32 elsewhere) and at `Precision::Int8` (AMX-INT8 or AVX512-VNNI where the
+//! CPU has either, else f32 again), with the largest logit difference of each to the f32 engine
+//! on the bench's crop. The detector's default, `Precision::auto()`, is one of the three. Then it runs `benches/ort_npr.py` in the bench
 //! virtualenv (same weights exported to ONNX, BatchNorm folded, 2 intra-op threads), which checks that both give
 //! the same logits on one input and prints the same batch sizes; then the CPU engine and ONNX
-//! Runtime run alternately, three more rounds each at batch 8 (the engine at `auto`), and the
-//! last line, `ratio candle/onnxruntime: X.XX`, is the ratio of the two medians; the same for
-//! the f32 and int8 engines comes just before it (`ratio candle-f32/onnxruntime: X.XX`,
-//! `ratio candle-int8/onnxruntime: X.XX`; this machine drifts by several percent from run to
+//! Runtime run alternately, three more rounds each at batch 8, and the ratios of the medians
+//! are printed for each engine (`ratio candle-f32/onnxruntime: X.XX`, `-bf16`, `-int8`); the
+//! last line, `ratio candle/onnxruntime: X.XX`, is the one of the default (`auto`) engine; this machine drifts by several percent from run to
 //! run). At each batch size the CPU engine is measured before the candle
 //! graph: the graph's large transient allocations measurably slow whatever runs right after.
 //! Threads: candle uses RAYON_NUM_THREADS (the Makefile sets 2).
@@ -39,7 +38,8 @@ fn per_second(mut f: impl FnMut() -> usize, min_time: Duration) -> f64 {
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_dir = root.join("models/npr-small");
-    let det = NprDetector::load(&model_dir, Device::Cpu).expect("shipped model loads");
+    let det =
+        NprDetector::load_with(&model_dir, Device::Cpu, Precision::Bf16).expect("bf16 model loads");
     let det32 =
         NprDetector::load_with(&model_dir, Device::Cpu, Precision::F32).expect("f32 model loads");
     let det8 =
@@ -55,11 +55,12 @@ fn main() {
     let secs = Duration::from_secs(3);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     println!(
-        "device: CPU ({threads} threads), model {}, engine kernels: auto {} / f32 {} / int8 {}",
+        "device: CPU ({threads} threads), model {}, engine kernels: bf16 {} / f32 {} / int8 {}; auto picks {}",
         det.card().version(),
         det.kernel(),
         det32.kernel(),
-        det8.kernel()
+        det8.kernel(),
+        Precision::auto().kernel()
     );
 
     let pre = per_second(
@@ -123,8 +124,8 @@ fn main() {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let x = Tensor::stack(&vec![crop.clone(); 2], 0).unwrap();
-    // Parity with ONNX Runtime is checked on the f32 engine; the auto engine's distance to it
-    // is printed.
+    // Parity with ONNX Runtime is checked on the f32 engine; the bf16 and int8 engines'
+    // distances to it are printed.
     let logits: Vec<f32> = det32.forward(&x).unwrap().to_vec1().unwrap();
     for d in [&det, &det8] {
         let other: Vec<f32> = d.forward(&x).unwrap().to_vec1().unwrap();
@@ -223,6 +224,16 @@ fn main() {
         det8.kernel()
     );
     println!("ratio candle-f32/onnxruntime: {:.2}", e32 / o);
+    println!("ratio candle-bf16/onnxruntime: {:.2}", e / o);
     println!("ratio candle-int8/onnxruntime: {:.2}", e8 / o);
-    println!("ratio candle/onnxruntime: {:.2}", e / o);
+    let default = match Precision::auto() {
+        Precision::F32 => e32,
+        Precision::Bf16 => e,
+        Precision::Int8 => e8,
+    };
+    println!(
+        "ratio candle/onnxruntime: {:.2} (the default engine, {})",
+        default / o,
+        Precision::auto().kernel()
+    );
 }

@@ -126,8 +126,9 @@ pub struct DetectorSettings {
     pub workers: usize,
     /// Learned model directory; empty for none.
     pub model_dir: String,
-    /// The CPU engine's arithmetic: `auto` (bf16 where the CPU has AMX or AVX512-BF16, else f32),
-    /// `f32`, or `int8` (on AMX-INT8 or AVX512-VNNI where the CPU has either, else f32).
+    /// The CPU engine's arithmetic: `auto` (int8 where the CPU has AVX512-VNNI and AVX512-BF16
+    /// but no AMX, else bf16 where it has AMX or AVX512-BF16, else f32), `bf16` (on AMX or
+    /// AVX512-BF16, else f32), `int8` (on AMX-INT8 or AVX512-VNNI, else f32), or `f32`.
     pub precision: String,
 }
 
@@ -470,19 +471,35 @@ impl Settings {
     }
 }
 
-/// `auto` (bf16 where the CPU has AMX or AVX512-BF16, else f32), `f32` or `int8`.
+/// `auto` ([`lg_model::cpu::Precision::auto`]), `bf16`, `int8` or `f32`.
 pub fn parse_precision(name: &str) -> anyhow::Result<lg_model::cpu::Precision> {
     match name {
         "auto" => Ok(lg_model::cpu::Precision::auto()),
-        "f32" => Ok(lg_model::cpu::Precision::F32),
+        "bf16" => Ok(lg_model::cpu::Precision::Bf16),
         "int8" => Ok(lg_model::cpu::Precision::Int8),
-        other => bail!("{other:?} is not \"auto\", \"f32\" or \"int8\""),
+        "f32" => Ok(lg_model::cpu::Precision::F32),
+        other => bail!("{other:?} is not \"auto\", \"bf16\", \"int8\" or \"f32\""),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_precision_name_parses_and_others_are_refused() {
+        use lg_model::cpu::Precision;
+        for (name, want) in [
+            ("auto", Precision::auto()),
+            ("bf16", Precision::Bf16),
+            ("int8", Precision::Int8),
+            ("f32", Precision::F32),
+        ] {
+            assert_eq!(parse_precision(name).unwrap(), want, "{name}");
+        }
+        let err = parse_precision("fp16").unwrap_err().to_string();
+        assert!(err.contains("\"bf16\""), "{err}");
+    }
 
     #[test]
     fn defaults_load_and_files_override() {

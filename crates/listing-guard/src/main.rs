@@ -71,7 +71,7 @@ enum Command {
         /// Where to write the JSON report.
         #[arg(long)]
         report: Option<PathBuf>,
-        /// The CPU engine's arithmetic: auto, f32 or int8 (as `detector.precision`).
+        /// The CPU engine's arithmetic: auto, bf16, int8 or f32 (as `detector.precision`).
         #[arg(long, default_value = "auto")]
         precision: String,
     },

@@ -45,15 +45,22 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// The fastest this machine offers: bf16 where it has AMX or AVX512-BF16, unless
-    /// `LISTING_GUARD_NO_BF16` (or its former name `LISTING_GUARD_NO_AMX`) is set; f32
-    /// otherwise.
+    /// The fastest arithmetic measured on this kind of machine, all within the model's accuracy
+    /// (AP within 0.03 points of f32 on the model's images, BENCHMARKS.md):
+    /// - int8 where the VNNI kernel runs with bf16 activations (AVX512-VNNI and AVX512-BF16, no
+    ///   AMX-INT8: AMD Zen 4 and 5), unless `LISTING_GUARD_NO_INT8` is set;
+    /// - else bf16 where the CPU has AMX or AVX512-BF16 (on AMX machines int8 measured no faster
+    ///   end to end);
+    /// - f32 otherwise, and everywhere when `LISTING_GUARD_NO_BF16` (or its former name
+    ///   `LISTING_GUARD_NO_AMX`) is set.
     pub fn auto() -> Self {
+        let set = |names: &[&str]| names.iter().any(|v| std::env::var_os(v).is_some());
         // `LISTING_GUARD_NO_AMX`: this switch's name until 2026-12-02, still honoured.
-        let off = ["LISTING_GUARD_NO_BF16", "LISTING_GUARD_NO_AMX"]
-            .iter()
-            .any(|v| std::env::var_os(v).is_some());
-        if (amx_available() || dpbf16_available()) && !off {
+        if set(&["LISTING_GUARD_NO_BF16", "LISTING_GUARD_NO_AMX"]) {
+            Precision::F32
+        } else if int8_bf16_activations() && !set(&["LISTING_GUARD_NO_INT8"]) {
+            Precision::Int8
+        } else if amx_available() || dpbf16_available() {
             Precision::Bf16
         } else {
             Precision::F32
