@@ -135,6 +135,27 @@ impl DecodeError {
     }
 }
 
+/// An image for [`Detector::analyse_batch_timed`]: its bytes and, where the caller has already
+/// computed it (the score cache's key), their SHA-256 in lower-case hex, which is then not
+/// computed again.
+#[derive(Debug, Clone, Copy)]
+pub struct Image<'a> {
+    /// The file's bytes.
+    pub bytes: &'a [u8],
+    /// `lg_events::sha256_hex(bytes)`, if known.
+    pub sha256: Option<&'a str>,
+}
+
+impl<'a> Image<'a> {
+    /// An image whose hash the detector computes.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            sha256: None,
+        }
+    }
+}
+
 /// What the detector found in one image.
 #[derive(Debug, Clone)]
 pub struct Analysis {
@@ -221,18 +242,22 @@ impl Detector {
 
     /// Analyses a batch of images; the pixel model, if any, scores the decodable ones together.
     pub fn analyse_batch(&self, inputs: &[&[u8]]) -> Vec<Analysis> {
-        self.analyse_batch_timed(inputs).0
+        let images: Vec<Image<'_>> = inputs.iter().map(|&bytes| Image::new(bytes)).collect();
+        self.analyse_batch_timed(&images).0
     }
 
     /// [`Self::analyse_batch`], also returning the time spent decoding and reading provenance
     /// (the rest is the pixel model's, see [`PixelModel::stage_nanos`]).
-    pub fn analyse_batch_timed(&self, inputs: &[&[u8]]) -> (Vec<Analysis>, std::time::Duration) {
+    pub fn analyse_batch_timed(
+        &self,
+        inputs: &[Image<'_>],
+    ) -> (Vec<Analysis>, std::time::Duration) {
         let started = std::time::Instant::now();
         let mut decoded_images: Vec<Option<DynamicImage>> = Vec::with_capacity(inputs.len());
         let mut out: Vec<Analysis> = Vec::with_capacity(inputs.len());
         let regions = |w: u32, h: u32| self.model.as_deref().and_then(|m| m.regions(w, h));
         let wanted: Option<&Wanted<'_>> = self.model.is_some().then_some(&regions);
-        for bytes in inputs {
+        for &Image { bytes, sha256 } in inputs {
             let decoded = match decode_with(bytes, &self.limits, wanted) {
                 // Stealth parameters can reach any pixel once their signature is there.
                 Ok(d) if !d.whole && provenance::pixel_payload_present(&d.image) => {
@@ -253,8 +278,12 @@ impl Detector {
                 }
                 i
             });
+            debug_assert!(
+                sha256.is_none_or(|h| h == lg_events::sha256_hex(bytes)),
+                "the SHA-256 given is not the bytes'"
+            );
             out.push(Analysis {
-                sha256: lg_events::sha256_hex(bytes),
+                sha256: sha256.map_or_else(|| lg_events::sha256_hex(bytes), str::to_owned),
                 provenance,
                 decoded: info,
                 model: None,
@@ -703,5 +732,34 @@ mod tests {
         assert!(out[1].model.is_none() && out[1].decoded.is_err());
         assert_eq!(out[2].model.as_ref().unwrap().ai_probability, 0.3);
         assert_eq!(out[1].sha256, lg_events::sha256_hex(b"junk"));
+    }
+
+    #[test]
+    fn a_known_hash_is_taken_as_given() {
+        let d = Detector::new(DecodeLimits::default());
+        let a = png_bytes(20, 20);
+        let hash = lg_events::sha256_hex(&a);
+        let given = Image {
+            bytes: &a,
+            sha256: Some(&hash),
+        };
+        let (out, _) = d.analyse_batch_timed(&[given, Image::new(b"junk")]);
+        assert_eq!(out[0].sha256, hash);
+        assert_eq!(out[1].sha256, lg_events::sha256_hex(b"junk"));
+        // Everything else as when the detector hashes the bytes itself.
+        assert_eq!(format!("{:?}", out[0]), format!("{:?}", d.analyse(&a)));
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "not the bytes'")]
+    fn a_wrong_hash_is_caught_in_debug_builds() {
+        let d = Detector::new(DecodeLimits::default());
+        let a = png_bytes(20, 20);
+        let wrong = Image {
+            bytes: &a,
+            sha256: Some("00"),
+        };
+        d.analyse_batch_timed(&[wrong]);
     }
 }

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use lg_detector::{Analysis, Detector};
+use lg_detector::{Analysis, Detector, Image};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 struct Job {
     bytes: Bytes,
+    /// The bytes' SHA-256 where the caller has it.
+    sha256: Option<String>,
     reply: oneshot::Sender<Analysis>,
 }
 
@@ -44,10 +46,15 @@ impl DetectorHandle {
         self.model_version.as_deref()
     }
 
-    /// Analyses one image.
-    pub async fn analyse(&self, bytes: Bytes) -> Option<Analysis> {
+    /// Analyses one image; `sha256`: its bytes' hash if the caller has already computed it.
+    pub async fn analyse(&self, bytes: Bytes, sha256: Option<String>) -> Option<Analysis> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { bytes, reply }).await.ok()?;
+        let job = Job {
+            bytes,
+            sha256,
+            reply,
+        };
+        self.tx.send(job).await.ok()?;
         rx.await.ok()
     }
 }
@@ -79,7 +86,13 @@ async fn run(
         let seen = Arc::clone(&seen);
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let inputs: Vec<&[u8]> = batch.iter().map(|j| &j.bytes[..]).collect();
+            let inputs: Vec<Image<'_>> = batch
+                .iter()
+                .map(|j| Image {
+                    bytes: &j.bytes,
+                    sha256: j.sha256.as_deref(),
+                })
+                .collect();
             let (results, decode) = det.analyse_batch_timed(&inputs);
             let m = &crate::metrics::METRICS;
             m.stage("decode", decode);

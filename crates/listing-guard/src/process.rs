@@ -315,18 +315,21 @@ impl Processor {
         };
         // Bytes is reference-counted: keeping a handle for the asset store copies nothing.
         let kept = self.assets.as_ref().map(|_| fetched.bytes.clone());
+        // The cache's key; on a miss the detector takes it instead of hashing the bytes again.
+        let mut sha256 = None;
         if self.cache.is_some() {
-            let sha256 = lg_events::sha256_hex(&fetched.bytes);
-            if let Some(hit) = self.cached(&sha256) {
-                self.remember_url(url, &sha256);
+            let key = lg_events::sha256_hex(&fetched.bytes);
+            if let Some(hit) = self.cached(&key) {
+                self.remember_url(url, &key);
                 return (hit.into(), kept);
             }
+            sha256 = Some(key);
         }
         // Decode and detect run together in the batching detector service.
         let detect = tracing::info_span!("decode_detect", bytes = fetched.bytes.len());
         let Some(a) = self
             .detector
-            .analyse(fetched.bytes)
+            .analyse(fetched.bytes, sha256)
             .instrument(detect)
             .await
         else {
