@@ -31,7 +31,8 @@ use rayon::prelude::*;
 
 pub use crate::cpu_kernel::Precision;
 use crate::cpu_kernel::{
-    bf16_rows, grown, matmul_fused, matmul_fused_bf16, pack_a16, to_bf16, Epilogue, Out, PackedB,
+    bf16_rows, grown, matmul_fused, matmul_fused_bf16, matmul_fused_bytes, pack_a16, pixel_amax16,
+    quantise_run16, takes_bytes, to_bf16, unsigned_factors, Epilogue, Out, PackedB,
 };
 
 /// Activations in NHWC order, contiguous: f32, or (between layers that run on the tiles) bf16
@@ -100,6 +101,10 @@ thread_local! {
     static IM2COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The same in bf16, for the tile kernel.
     static IM2COL16: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The same quantised straight into bytes for the VNNI kernel, with each row's scale and
+    /// its inverse.
+    static IM2COL8: std::cell::RefCell<(Vec<u8>, Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// An activation value: f32, or bf16 (its bits) between layers that both run on the tiles.
@@ -210,6 +215,9 @@ struct Cx<'a> {
     pool: &'a Pool,
     pool16: &'a Pool<u16>,
     parallel: bool,
+    /// Whether the 3×3 convolutions may quantise their input straight into bytes where the
+    /// products take them (off only to compare with the bf16 rows in tests).
+    bytes: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -219,6 +227,7 @@ impl<'a> Cx<'a> {
             pool,
             pool16,
             parallel: false,
+            bytes: true,
         }
     }
 
@@ -310,6 +319,15 @@ impl Conv {
             assert_eq!(r.len(), m * n, "residual shape");
         }
         let direct = self.k == 1 && self.stride == 1;
+        // Where the products take bytes and the input is bf16 with no value below zero (after
+        // a ReLU), each pixel's largest magnitude, for the rows' scales.
+        let pixel_amax = (!direct && cx.bytes && takes_bytes(&self.weight))
+            .then(|| I::bits(&x.data))
+            .flatten()
+            .and_then(|bits| {
+                let mut amax = Vec::new();
+                pixel_amax16(bits, x.c, &mut amax).then_some(amax)
+            });
         let tile = tile_rows(m);
         let mut out = O::pool(&cx).take(m * n);
         cx.for_each_chunk(&mut out, tile * n, |t, dst| {
@@ -338,7 +356,7 @@ impl Conv {
                     // One im2col buffer per worker thread, reused across tiles and passes.
                     IM2COL.with_borrow_mut(|col| {
                         let col = grown(col, rows * kdim);
-                        let put = <[f32]>::copy_from_slice;
+                        let put = |_, d: &mut [f32], s: &[f32]| d.copy_from_slice(s);
                         self.gather(data, (x.h, x.w), (oh, ow), row0, col, kdim, put);
                         matmul_fused(dst, col, &self.weight, rows, e);
                     });
@@ -354,6 +372,26 @@ impl Conv {
                 matmul_fused_bf16(O::out(dst), a16, &self.weight, rows, e);
                 return;
             }
+            if let (Some(amax), Some(bits)) = (pixel_amax.as_deref(), I::bits(&x.data)) {
+                // Straight into bytes: each row's scale from its window's pixels, each input
+                // run quantised as it is gathered (no bf16 rows written and read back).
+                IM2COL8.with_borrow_mut(|(col, scale, invs)| {
+                    let lda = kdim.next_multiple_of(4);
+                    let col = grown(col, rows * lda);
+                    let (img, out) = ((x.h, x.w), (oh, ow));
+                    scale.clear();
+                    invs.clear();
+                    for g in row0..row0 + rows {
+                        let (inv, sc) = unsigned_factors(self.window_amax(amax, img, out, g));
+                        scale.push(sc);
+                        invs.push(inv);
+                    }
+                    let put = |r: usize, d: &mut [u8], s: &[u16]| quantise_run16(d, s, invs[r]);
+                    self.gather(bits, img, out, row0, col, lda, put);
+                    matmul_fused_bytes(O::out(dst), (col, lda), scale, &self.weight, rows, e);
+                });
+                return;
+            }
             // The tiles take bf16 rows padded to the kernel's layout: gather the input runs
             // (im2col) or copy the rows, rounding f32 straight into it (one pass instead of an
             // f32 copy that the kernel then reads back to round).
@@ -364,7 +402,8 @@ impl Conv {
                 } else {
                     let (body, pad_rows) = col.split_at_mut(rows * stride);
                     let (img, out) = ((x.h, x.w), (oh, ow));
-                    self.gather(&x.data, img, out, row0, body, stride, I::put_bf16);
+                    let put = |_, d: &mut [u16], s: &[I]| I::put_bf16(d, s);
+                    self.gather(&x.data, img, out, row0, body, stride, put);
                     pad_rows.fill(0);
                 }
                 matmul_fused_bf16(O::out(dst), col, &self.weight, rows, e);
@@ -373,8 +412,31 @@ impl Conv {
         Nhwc::new(out, x.n, oh, ow, n)
     }
 
+    /// The largest of the per-pixel magnitudes `amax` over output pixel `g`'s window: the
+    /// largest magnitude of its im2col row (the padding's zeros change nothing).
+    fn window_amax(
+        &self,
+        amax: &[f32],
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        g: usize,
+    ) -> f32 {
+        let pad = self.k / 2;
+        let (b, rem) = (g / (oh * ow), g % (oh * ow));
+        let (oy, ox) = (rem / ow * self.stride, rem % ow * self.stride);
+        let (x0, x1) = (ox.saturating_sub(pad), (ox + self.k - pad).min(w));
+        let mut m = 0f32;
+        for iy in oy.saturating_sub(pad)..(oy + self.k - pad).min(h) {
+            for &v in &amax[(b * h + iy) * w..][x0..x1] {
+                m = m.max(v);
+            }
+        }
+        m
+    }
+
     /// im2col over `x` (`h × w` images of `cin` channels): the input runs of output pixels
-    /// `row0 ..` (as many as `col` holds at `stride` values per row), each run written by `put`,
+    /// `row0 ..` (as many as `col` holds at `stride` values per row), each run written by
+    /// `put(row within col, destination, run)`,
     /// zero where the window hangs over the padding and from the row's `k·k·cin` values up to
     /// `stride`.
     #[allow(clippy::too_many_arguments)]
@@ -386,7 +448,7 @@ impl Conv {
         row0: usize,
         col: &mut [T],
         stride: usize,
-        put: impl Fn(&mut [T], &[S]),
+        put: impl Fn(usize, &mut [T], &[S]),
     ) {
         let (k, cin) = (self.k, self.cin);
         let pad = (k / 2) as isize;
@@ -409,14 +471,14 @@ impl Conv {
                     // The window's row inside the image: its `k` pixels are one run (one
                     // call instead of `k`; the stem's runs are 3 values each).
                     let at = (line + ix0 as usize) * cin;
-                    put(row, &x[at..at + k * cin]);
+                    put(r, row, &x[at..at + k * cin]);
                     continue;
                 }
                 for (kx, d) in row.chunks_exact_mut(cin).enumerate() {
                     let ix = ix0 + kx as isize;
                     if (0..w as isize).contains(&ix) {
                         let at = (line + ix as usize) * cin;
-                        put(d, &x[at..at + cin]);
+                        put(r, d, &x[at..at + cin]);
                     } else {
                         d.fill(T::default());
                     }
@@ -529,6 +591,7 @@ impl CpuNpr {
             pool: &self.pool,
             pool16: &self.pool16,
             parallel: !across_images,
+            bytes: true,
         };
         let one = |data: &[f32]| self.forward_one(data, x.h, x.w, cx);
         if across_images {
@@ -682,6 +745,7 @@ mod tests {
             pool,
             pool16,
             parallel,
+            bytes: true,
         })
     }
 
@@ -958,6 +1022,56 @@ mod tests {
                 via_f32[0].is_finite() && via_f32[0] != 0.25,
                 "a network that computes"
             );
+        }
+    }
+
+    #[test]
+    fn quantising_while_gathering_changes_no_bit() {
+        let conv = |cin, stride| ramp_conv(cin, 48, 3, stride, 7, Precision::Int8);
+        if !takes_bytes(&conv(64, 1).weight) {
+            eprintln!("no VNNI kernel with bf16 activations here: the 3x3 products read bf16 rows");
+            return;
+        }
+        let (pool, pool16) = (Pool::default(), Pool::default());
+        for (cin, stride, (h, w)) in [(64, 1, (9, 7)), (128, 2, (10, 7)), (128, 1, (5, 6))] {
+            // Two images of non-negative bf16 (after a ReLU) with some all-zero pixels, whose
+            // windows give rows of scale 0 at the corners.
+            let len = 2 * h * w * cin;
+            let f: Vec<f32> = ramp(len, 11)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    if (i / cin) % 5 == 0 {
+                        0.0
+                    } else {
+                        v.max(0.0) * 3.0
+                    }
+                })
+                .collect();
+            let mut bits = vec![0u16; len];
+            to_bf16(&f, &mut bits);
+            let x = Nhwc::new(bits, 2, h, w, cin);
+            let c = conv(cin, stride);
+            for cx in serial_and_parallel(&pool, &pool16) {
+                let rows_first = Cx { bytes: false, ..cx };
+                let want: Nhwc<u16> = c.forward(&x, None, true, rows_first);
+                let got: Nhwc<u16> = c.forward(&x, None, true, cx);
+                assert_eq!(got, want, "cin {cin}, stride {stride}");
+                assert!(
+                    got.data.iter().any(|&v| v != 0),
+                    "a convolution that computes"
+                );
+            }
+            // A value below zero anywhere: the rows are signed, and the bf16 rows are read.
+            let mut signed = x.clone();
+            let nonzero = signed.data.iter().position(|&v| v != 0).unwrap();
+            signed.data[nonzero] |= 0x8000;
+            let mut amax = Vec::new();
+            assert!(!pixel_amax16(&signed.data, cin, &mut amax));
+            let cx = Cx::serial(&pool, &pool16);
+            let rows_first = Cx { bytes: false, ..cx };
+            let want: Nhwc<u16> = c.forward(&signed, None, true, rows_first);
+            assert_eq!(c.forward::<u16, u16>(&signed, None, true, cx), want);
         }
     }
 

@@ -335,6 +335,21 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) relu: bool,
 }
 
+impl Epilogue<'_> {
+    /// Panics unless the bias has `n` values and the residual (one at most) `m × n`.
+    fn check(&self, m: usize, n: usize) {
+        assert!(self.bias.len() == n && self.residual.is_none_or(|r| r.len() == m * n));
+        assert!(
+            self.residual16.is_none_or(|r| r.len() == m * n),
+            "bf16 residual shape"
+        );
+        assert!(
+            self.residual.is_none() || self.residual16.is_none(),
+            "one residual"
+        );
+    }
+}
+
 /// `dst[m×n] = act(lhs[m×k] · b + bias + residual)`; `dst`'s previous contents are ignored.
 pub(crate) fn matmul_fused(dst: &mut [f32], lhs: &[f32], b: &PackedB, m: usize, e: Epilogue<'_>) {
     let (k, n) = (b.k, b.n);
@@ -411,6 +426,97 @@ impl PackedB {
             false
         }
     }
+}
+
+/// Whether `b`'s products can take `A` as unsigned bytes that the caller quantised into the
+/// rows itself ([`quantise_run16`], [`matmul_fused_bytes`]): int8 weights on the VNNI kernel
+/// with bf16 activations.
+pub(crate) fn takes_bytes(b: &PackedB) -> bool {
+    b.quads16()
+}
+
+/// Each pixel's largest magnitude among its `c` bf16 values (`x`: whole pixels), into `amax`;
+/// false, with `amax` unspecified, where a value is below zero (−0 is not), as the
+/// quantiser's statistics of a row ([`amx::Lane::stats`]).
+pub(crate) fn pixel_amax16(x: &[u16], c: usize, amax: &mut Vec<f32>) -> bool {
+    assert!(c > 0 && x.len().is_multiple_of(c), "whole pixels");
+    amax.clear();
+    #[cfg(target_arch = "x86_64")]
+    if vnni_bf16() {
+        for px in x.chunks_exact(c) {
+            // SAFETY: `vnni_bf16` saw AVX-512F and AVX512BW (the VNNI kernel's check).
+            #[allow(unsafe_code)]
+            let (m, negative) = unsafe { <u16 as amx::Lane>::stats(px) };
+            if negative {
+                return false;
+            }
+            amax.push(m);
+        }
+        return true;
+    }
+    unreachable!("bytes for the products only where the VNNI kernel takes them")
+}
+
+/// The scale factors of a row of `A` whose largest magnitude is `amax`, quantised unsigned:
+/// `(255 / amax, amax / 255)`, both 0 where `amax` is 0; [`quantise_run16`] multiplies by the
+/// first, [`matmul_fused_bytes`] takes the second.
+pub(crate) fn unsigned_factors(amax: f32) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (amx::inv_levels(amax, true), amx::row_scale(amax, true))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = amax;
+        unreachable!("bytes for the products only where the VNNI kernel takes them")
+    }
+}
+
+/// `src` (bf16 values, each magnitude at most the row's `amax`) × `inv` ([`unsigned_factors`]
+/// of that `amax`), rounded to nearest even into unsigned bytes: exactly what the quantiser
+/// writes for those values of the row.
+pub(crate) fn quantise_run16(dst: &mut [u8], src: &[u16], inv: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if vnni_bf16() {
+        // SAFETY: `vnni_bf16` saw AVX-512F and AVX512BW; the lengths are checked inside.
+        #[allow(unsafe_code)]
+        unsafe {
+            amx::quantise_values(src, inv, true, dst)
+        };
+        return;
+    }
+    let _ = (dst, src, inv);
+    unreachable!("bytes for the products only where the VNNI kernel takes them")
+}
+
+/// [`matmul_fused_bf16`] with `A` already quantised: `a8` holds `m` rows of `lda ≥ k` unsigned
+/// bytes (zero from `k` up to a multiple of 4), `row_scale` each row's scale
+/// ([`unsigned_factors`]). Only where [`takes_bytes`].
+pub(crate) fn matmul_fused_bytes(
+    dst: Out<'_>,
+    (a8, lda): (&[u8], usize),
+    row_scale: &[f32],
+    b: &PackedB,
+    m: usize,
+    e: Epilogue<'_>,
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(
+        dst.len() == m * n && lda >= up(k, 4) && a8.len() >= m * lda && row_scale.len() == m,
+        "matrix shapes"
+    );
+    e.check(m, n);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(quads) = b.quads.as_ref().filter(|_| b.quads16()) {
+        // SAFETY: `quads16` holds only when the VNNI kernel and AVX512-BF16 were detected; the
+        // shapes were checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512vnni::multiply_bytes(dst, (a8, lda), row_scale, quads, (m, n, k), e)
+        };
+        return;
+    }
+    unreachable!("bytes for the products only where the VNNI kernel takes them")
 }
 
 /// Whether the int8 VNNI kernel runs with bf16 activations between the layers: AVX512-BF16 is
@@ -520,15 +626,7 @@ pub(crate) fn matmul_fused_bf16(dst: Out<'_>, a16: &[u16], b: &PackedB, m: usize
     let (k, n) = (b.k, b.n);
     let (kp, mp) = bf16_rows(b, m).expect("weights packed for a kernel that takes bf16 `A`");
     assert!(dst.len() == m * n && a16.len() >= mp * kp, "matrix shapes");
-    assert!(e.bias.len() == n && e.residual.is_none_or(|r| r.len() == m * n));
-    assert!(
-        e.residual16.is_none_or(|r| r.len() == m * n),
-        "bf16 residual shape"
-    );
-    assert!(
-        e.residual.is_none() || e.residual16.is_none(),
-        "one residual"
-    );
+    e.check(m, n);
     #[cfg(target_arch = "x86_64")]
     if let Some(tiles) = &b.tiles {
         // SAFETY: `tiles` exists only when `amx::available()` saw the CPU's AMX-BF16 and got
@@ -1243,9 +1341,8 @@ mod amx {
             }
             first = group.end;
         }
-        let levels = levels(unsigned);
         for sc in &mut scale[..rows] {
-            *sc = if *sc > 0.0 { *sc / levels } else { 0.0 };
+            *sc = row_scale(*sc, unsigned);
         }
         unsigned
     }
@@ -1258,18 +1355,51 @@ mod amx {
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
     unsafe fn quantise_row<S: Lane>(row: &[S], amax: f32, unsigned: bool, dst: &mut [u8]) {
+        let (vals, pad) = dst.split_at_mut(row.len());
+        pad.fill(0);
+        // SAFETY: the caller's features; `vals` is `row`'s length.
+        unsafe { quantise_values(row, inv_levels(amax, unsigned), unsigned, vals) }
+    }
+
+    /// `amax / levels` (0 where `amax` is 0): the scale that takes a row's sums back to f32.
+    pub(super) fn row_scale(amax: f32, unsigned: bool) -> f32 {
+        if amax > 0.0 {
+            amax / levels(unsigned)
+        } else {
+            0.0
+        }
+    }
+
+    /// `levels / amax` (0 where `amax` is 0): what a row whose largest magnitude is `amax` is
+    /// multiplied by before rounding.
+    pub(super) fn inv_levels(amax: f32, unsigned: bool) -> f32 {
+        if amax > 0.0 {
+            levels(unsigned) / amax
+        } else {
+            0.0
+        }
+    }
+
+    /// `row`'s values times `inv`, rounded to nearest even and saturated, into `vals` (as long
+    /// as `row`): 0..=255 unsigned, −127..=127 signed (two's complement). Every `|v| · inv` must
+    /// be at most the levels ([`inv_levels`] of a magnitude at least the row's largest).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512BW.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn quantise_values<S: Lane>(
+        row: &[S],
+        inv: f32,
+        unsigned: bool,
+        vals: &mut [u8],
+    ) {
         use std::arch::x86_64::{
             _mm512_cvtps_epi32, _mm512_cvtsepi32_epi8, _mm512_cvtusepi32_epi8, _mm512_mul_ps,
             _mm512_set1_ps, _mm_storeu_si128,
         };
         let k = row.len();
-        let inv = if amax > 0.0 {
-            levels(unsigned) / amax
-        } else {
-            0.0
-        };
-        let (vals, pad) = dst.split_at_mut(k);
-        pad.fill(0);
+        assert_eq!(vals.len(), k, "one byte per value");
         // |v| ≤ amax, so every |v · inv| rounds to at most the levels.
         // SAFETY: the caller's features; `vals` is `row`'s length.
         let mut done = if inv.is_finite() {

@@ -148,6 +148,26 @@ pub(super) unsafe fn multiply(
     });
 }
 
+/// [`multiply`] with `A` already quantised unsigned: `a8` holds `m` rows of `lda` bytes, each
+/// row's scale in `row_scale` (the 3×3 convolutions quantise their input runs straight into
+/// the rows, [`super::quantise_run16`]).
+///
+/// # Safety
+/// As for [`multiply`], with `a8` holding `m` rows of `lda ≥ up(k, 4)` bytes (zero past `k`)
+/// and `row_scale` `m` scales.
+#[target_feature(enable = "avx512f,avx512vnni,avx512bf16,avx512bw")]
+pub(super) unsafe fn multiply_bytes(
+    dst: Out<'_>,
+    (a8, lda): (&[u8], usize),
+    row_scale: &[f32],
+    w: &Quads,
+    (m, n, k): (usize, usize, usize),
+    e: Epilogue<'_>,
+) {
+    // SAFETY: the caller's guarantees.
+    unsafe { product(dst, a8, lda, row_scale, true, w, (m, n, k), e) }
+}
+
 /// `A`'s `m` rows of `stride` values quantised into `a8` (rows of `lda` bytes) with their
 /// scales in `row_scale`; signed bytes stored offset by 128. True where they are unsigned.
 ///
