@@ -188,7 +188,11 @@ pub fn train(
 
 /// Re-initialises the weights from `rng` (candle's CPU generator cannot be seeded): He-uniform
 /// for convolutions, PyTorch's default uniform for the classifier; BatchNorm keeps 1/0.
-fn seeded_init(varmap: &VarMap, rng: &mut StdRng, device: &Device) -> candle_core::Result<()> {
+pub(crate) fn seeded_init(
+    varmap: &VarMap,
+    rng: &mut StdRng,
+    device: &Device,
+) -> candle_core::Result<()> {
     let fc_fan_in = {
         let data = varmap.data().lock().expect("varmap lock");
         data.get("fc1.weight").map(|v| v.dims()[1]).unwrap_or(1)
