@@ -632,13 +632,12 @@ async fn main() {
     let whole_decode_s_per_image = whole_s / (2 * jpegs.len()) as f64;
     let decode_s_per_image = crop_first_s / (2 * jpegs.len()) as f64;
     let flops = model_flops_per_crop(&root().join("models/npr-small"));
-    // The arithmetic the pipeline was run with (its `detector.precision`, default `auto`).
-    let precision = match std::env::var("LISTING_GUARD__DETECTOR__PRECISION").as_deref() {
-        Ok("f32") => lg_model::cpu::Precision::F32,
-        Ok("bf16") => lg_model::cpu::Precision::Bf16,
-        Ok("int8") => lg_model::cpu::Precision::Int8,
-        _ => lg_model::cpu::Precision::auto(),
-    };
+    // The arithmetic the pipeline was run with (its `detector.precision`, default `auto`),
+    // read by the pipeline's own parser.
+    let precision = listing_guard::config::parse_precision(
+        &std::env::var("LISTING_GUARD__DETECTOR__PRECISION").unwrap_or_else(|_| "auto".into()),
+    )
+    .expect("LISTING_GUARD__DETECTOR__PRECISION is a precision the pipeline accepts");
     let peak = lg_model::peak_gflops(cores, 3.0, precision);
     let crops = f64::from(input.crops_per_image);
     let model_s_per_image = crops * flops / (peak * 1e9);
