@@ -3,19 +3,24 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help demo test lint unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-decode bench-replay bench-e2e train-model heldout-model
+.PHONY: help system-deps demo test lint check-deploy unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-decode bench-replay bench-e2e train-model heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-demo: ## Run the main job with zero setup (in-process mock Kafka, local image server, sample listings)
+system-deps: ## Install the system libraries the build links against when missing (libheif-dev, pkg-config; apt-get)
+	scripts/system-deps.sh
+
+demo: system-deps ## Run the main job with zero setup (in-process mock Kafka, local image server, sample listings)
 	$(CARGO) run -q -p listing-guard -- demo
 
 # The integration test binaries, each run by `make test` on a fresh broker database.
 INTEGRATION_TESTS := $(basename $(notdir $(wildcard integration-tests/tests/*.rs)))
 
-test: ## Everything CI runs: format, clippy, unit tests, integration tests against a real broker (each test file on a fresh broker database)
+test: ## Everything CI runs: format, clippy, deployment files, unit tests, integration tests against a real broker (each test file on a fresh broker database)
+	$(MAKE) system-deps
 	$(MAKE) lint
+	$(MAKE) check-deploy
 	$(MAKE) unit
 	$(MAKE) build
 	status=0; for t in $(INTEGRATION_TESTS); do scripts/broker.sh fresh || status=1; $(CARGO) test -p integration-tests --test $$t -- --test-threads=1 --nocapture || status=$$?; done; $(MAKE) broker-down; exit $$status
@@ -23,6 +28,9 @@ test: ## Everything CI runs: format, clippy, unit tests, integration tests again
 lint: ## rustfmt check and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-deploy: ## Validate deploy/ offline: K8s manifests + kustomizations (kubernetes-validate, KEDA schema), Dockerfiles (hadolint), compose (docker-compose config), promtool, collector config
+	scripts/check-deploy.sh
 
 unit: ## Unit tests, score conformance (shared corpus), schema freshness
 	$(CARGO) test --workspace --exclude integration-tests
@@ -41,7 +49,7 @@ test-reliability: build ## Full-scale faults: 5,000 listings x 20 SIGKILLs, 3 br
 fuzz: ## cargo-fuzz every parser and the decode path, FUZZ_SECONDS (default 60) each (nightly + cargo-fuzz)
 	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} fuzz/run.sh
 
-build: ## Build the listing-guard binary
+build: system-deps ## Build the listing-guard binary
 	$(CARGO) build -p listing-guard
 
 broker-install: ## Build the tansu broker into ~/.cache/listing-guard (once; ~10-15 min)

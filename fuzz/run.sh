@@ -23,7 +23,7 @@ TOOLCHAIN="${FUZZ_TOOLCHAIN:-+nightly}"
 RSS_LIMIT_MB="${FUZZ_RSS_LIMIT_MB:-2048}"
 TIMEOUT_S="${FUZZ_TIMEOUT_S:-10}"
 
-TEXT_TARGETS=(event_parse xmp aigc_label)
+TEXT_TARGETS=(event_parse xmp aigc_label c2pa_chain)
 IMAGE_TARGETS=(container exif c2pa provenance decode analyse)
 ALL_TARGETS=("${TEXT_TARGETS[@]}" "${IMAGE_TARGETS[@]}")
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi

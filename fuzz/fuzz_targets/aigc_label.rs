@@ -7,7 +7,7 @@ fuzz_target!(|data: &[u8]| {
     let value = String::from_utf8_lossy(data);
     let m = lg_detector::fuzzing::aigc_marker(&value, "XMP TC260:AIGC");
     assert!(
-        m.evidence.len() <= 303,
+        m.evidence.len() <= 403,
         "evidence of {} bytes",
         m.evidence.len()
     );

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for m in &a.provenance.markers {
         assert!(
-            m.evidence.len() <= 303,
+            m.evidence.len() <= 403,
             "evidence of {} bytes",
             m.evidence.len()
         );

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(p.declared_ai, p.markers.iter().any(|m| m.declares_ai));
     for m in &p.markers {
         assert!(
-            m.evidence.len() <= 303,
+            m.evidence.len() <= 403,
             "evidence of {} bytes",
             m.evidence.len()
         );

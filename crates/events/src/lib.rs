@@ -169,6 +169,51 @@ pub enum MarkerKind {
     ExifSoftware,
     /// GB 45438-2025 implicit label (`TC260:AIGC`).
     Tc260Aigc,
+    /// A generator named in the metadata without a declaration (e.g. a C2PA claim by an AI
+    /// product with only an `edited` action, or xAI's EXIF signature fields). Shown for
+    /// analytics; changes no action.
+    GeneratorHint,
+}
+
+/// What the signatures and hashes of a C2PA manifest store say, checked offline.
+///
+/// An AI declaration counts whatever the state (nobody forges a claim against themselves); a
+/// claim that helps the uploader (a camera capture) counts only when `trusted` or `valid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum C2paValidation {
+    /// Signatures and hashes verify and the signer chains to the configured trust list.
+    Trusted,
+    /// Signatures and hashes verify; no trust list is configured, so the signer is not judged.
+    Valid,
+    /// Signatures and hashes verify, but the signer is not on the configured trust list.
+    Untrusted,
+    /// Signatures and hashes verify, but the signing certificate had expired.
+    Expired,
+    /// The content does not match the hash the manifest signed: the pixels or the file were
+    /// changed after signing.
+    Tampered,
+    /// Any other failure (a signature that does not verify, a malformed claim, ...).
+    Invalid,
+}
+
+impl C2paValidation {
+    /// Lower-case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            C2paValidation::Trusted => "trusted",
+            C2paValidation::Valid => "valid",
+            C2paValidation::Untrusted => "untrusted",
+            C2paValidation::Expired => "expired",
+            C2paValidation::Tampered => "tampered",
+            C2paValidation::Invalid => "invalid",
+        }
+    }
+
+    /// Whether claims that help the uploader (a camera capture) count.
+    pub fn verified(self) -> bool {
+        matches!(self, C2paValidation::Trusted | C2paValidation::Valid)
+    }
 }
 
 /// One provenance marker and what it says.
@@ -182,6 +227,43 @@ pub struct Marker {
     pub generator: Option<String>,
     /// Where it was found and what it said (truncated).
     pub evidence: String,
+    /// C2PA manifest stores: the validation state of the active manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub c2pa_validation: Option<C2paValidation>,
+    /// C2PA manifest stores: the validation failure codes behind that state (e.g.
+    /// `assertion.dataHash.mismatch`, `signingCredential.expired`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub c2pa_failures: Vec<String>,
+    /// C2PA manifest stores: the active manifest claims a camera capture (IPTC
+    /// `digitalCapture` or `computationalCapture`) and no manifest in the chain declares AI.
+    /// Counts only where `c2pa_validation` is `trusted` or `valid`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture_claim: bool,
+    /// GB 45438 labels: the `Label` value as written (`1` AI-generated, `2` possibly, `3`
+    /// suspected); the policy maps each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aigc_label: Option<String>,
+}
+
+impl Marker {
+    /// A marker with no C2PA or GB 45438 details.
+    pub fn new(
+        kind: MarkerKind,
+        declares_ai: bool,
+        generator: Option<String>,
+        evidence: String,
+    ) -> Self {
+        Self {
+            kind,
+            declares_ai,
+            generator,
+            evidence,
+            c2pa_validation: None,
+            c2pa_failures: Vec::new(),
+            capture_claim: false,
+            aigc_label: None,
+        }
+    }
 }
 
 /// Provenance (metadata) findings for one image.
@@ -206,6 +288,35 @@ pub struct ModelScore {
     pub mean_crop_probability: f32,
     /// Per-crop probabilities (a coarse heatmap), in scan order.
     pub crop_probabilities: Vec<f32>,
+    /// The model card's operating points: thresholds on `ai_probability` at false-positive
+    /// rates on real photos, measured out of fold. The policy names one per action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operating_points: Vec<ModelOperatingPoint>,
+    /// The lowest false-positive rate among `operating_points` whose threshold this score
+    /// reaches: the strictest operating point crossed (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossed_fpr: Option<f32>,
+}
+
+/// A threshold on the calibrated probability and the false-positive rate it gives on real
+/// photos (measured out of fold).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ModelOperatingPoint {
+    /// False-positive rate on real photos, a fraction (0.01 is 1%).
+    pub fpr: f32,
+    /// `ai_probability` at or above this is on the AI side of the point.
+    pub threshold: f32,
+}
+
+impl ModelOperatingPoint {
+    /// The lowest rate among `points` whose threshold `probability` reaches.
+    pub fn crossed(points: &[ModelOperatingPoint], probability: f32) -> Option<f32> {
+        points
+            .iter()
+            .filter(|p| probability >= p.threshold)
+            .map(|p| p.fpr)
+            .min_by(f32::total_cmp)
+    }
 }
 
 /// Everything the detector observed about one image.

@@ -99,21 +99,26 @@ pub fn labels_for(
         .zip(bases)
         .filter_map(|(img, basis)| {
             let basis = (*basis)?;
-            // What the producer declared, kept; the propagator fields are ours.
+            // What the producer declared, kept (its label value too, when it is one the
+            // standard defines); the propagator fields are ours.
             let declared = img
                 .signals
                 .provenance
                 .markers
                 .iter()
-                .find(|m| m.kind == lg_events::MarkerKind::Tc260Aigc && m.declares_ai);
+                .find(|m| m.kind == lg_events::MarkerKind::Tc260Aigc && m.aigc_label.is_some());
             let content_producer = declared
                 .and_then(|m| m.generator.clone())
                 .unwrap_or_default();
+            let producer_label = declared
+                .and_then(|m| m.aigc_label.as_deref())
+                .filter(|l| matches!(*l, "1" | "2" | "3"));
             let implicit_label = Tc260Aigc {
-                label: match basis {
-                    LabelBasis::DeclaredInMetadata => "1".into(),
+                label: match (basis, producer_label) {
+                    (LabelBasis::DeclaredInMetadata, Some(l)) => l.to_owned(),
+                    (LabelBasis::DeclaredInMetadata, None) => "1".into(),
                     // Detected, not declared: "suspected" in the standard's terms.
-                    LabelBasis::Detected => "3".into(),
+                    (LabelBasis::Detected, _) => "3".into(),
                 },
                 content_producer,
                 produce_id: String::new(),
@@ -407,10 +412,13 @@ mod tests {
     #[test]
     fn one_label_per_labelled_image_with_producer_kept() {
         let aigc = Marker {
-            kind: MarkerKind::Tc260Aigc,
-            declares_ai: true,
-            generator: Some("producer-42".into()),
-            evidence: String::new(),
+            aigc_label: Some("2".into()),
+            ..Marker::new(
+                MarkerKind::Tc260Aigc,
+                true,
+                Some("producer-42".into()),
+                String::new(),
+            )
         };
         let d = decision(vec![
             image("a", vec![aigc]),
@@ -433,7 +441,10 @@ mod tests {
         assert_eq!(labels.len(), 2);
         assert_eq!(labels[0].image_id, "a");
         assert_eq!(labels[0].implicit_label.content_producer, "producer-42");
-        assert_eq!(labels[0].implicit_label.label, "1");
+        assert_eq!(
+            labels[0].implicit_label.label, "2",
+            "the producer's own label value is kept"
+        );
         assert_eq!(labels[0].implicit_label.content_propagator, "mkt");
         assert_eq!(labels[0].implicit_label.propagate_id, "l1/a");
         assert_eq!(labels[0].visible_label.zh, "AI生成");

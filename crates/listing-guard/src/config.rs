@@ -130,6 +130,10 @@ pub struct DetectorSettings {
     /// but no AMX, else bf16 where it has AMX or AVX512-BF16, else f32), `bf16` (on AMX or
     /// AVX512-BF16, else f32), `int8` (on AMX-INT8 or AVX512-VNNI, else f32), or `f32`.
     pub precision: String,
+    /// A PEM bundle of trust anchors that C2PA signers must chain to; empty: no trust list
+    /// (signatures and hashes are still verified; signers are not judged).
+    #[serde(default)]
+    pub c2pa_trust_anchors: String,
 }
 
 /// Policy settings.
@@ -378,7 +382,8 @@ impl Settings {
 
     /// The detector: decode limits plus the learned model when `detector.model_dir` is set.
     pub fn detector(&self) -> anyhow::Result<lg_detector::Detector> {
-        let d = lg_detector::Detector::new(self.decode_limits());
+        let d =
+            lg_detector::Detector::new(self.decode_limits()).with_c2pa_trust(self.c2pa_trust()?);
         if self.detector.model_dir.is_empty() {
             return Ok(d);
         }
@@ -389,6 +394,18 @@ impl Settings {
         )
         .with_context(|| format!("detector.model_dir: loading {}", self.detector.model_dir))?;
         Ok(d.with_model(std::sync::Arc::new(m)))
+    }
+
+    /// `detector.c2pa_trust_anchors`, read and parsed.
+    pub fn c2pa_trust(&self) -> anyhow::Result<lg_detector::provenance::C2paTrust> {
+        let path = &self.detector.c2pa_trust_anchors;
+        if path.is_empty() {
+            return Ok(lg_detector::provenance::C2paTrust::none());
+        }
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("detector.c2pa_trust_anchors: reading {path}"))?;
+        lg_detector::provenance::C2paTrust::with_anchors(&pem)
+            .with_context(|| format!("detector.c2pa_trust_anchors: {path}"))
     }
 
     /// Parsed `detector.precision`.
@@ -411,13 +428,13 @@ impl Settings {
     }
 
     /// What a cached analysis must have been produced with to be reused: the provenance
-    /// detector, the model and the decode limits.
-    pub fn analysis_version(&self, model: Option<&str>) -> String {
+    /// detector (with its C2PA trust list), the model and the decode limits.
+    pub fn analysis_version(&self, detector: &lg_detector::Detector) -> String {
         let d = &self.decode;
         format!(
             "{};model={};decode={}/{}/{}/{}",
-            lg_detector::PROVENANCE_VERSION,
-            model.unwrap_or("-"),
+            detector.provenance_version(),
+            detector.model_version().unwrap_or("-"),
             d.max_pixels,
             d.max_dimension,
             d.min_dimension,

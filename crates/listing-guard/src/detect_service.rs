@@ -24,6 +24,7 @@ struct Job {
 pub struct DetectorHandle {
     tx: mpsc::Sender<Job>,
     model_version: Option<String>,
+    provenance_version: String,
 }
 
 impl DetectorHandle {
@@ -31,6 +32,7 @@ impl DetectorHandle {
     pub fn spawn(detector: Detector, batch_size: usize, linger: Duration, workers: usize) -> Self {
         let (tx, rx) = mpsc::channel(batch_size * workers * 2);
         let model_version = detector.model_version().map(str::to_owned);
+        let provenance_version = detector.provenance_version();
         tokio::spawn(run(
             Arc::new(detector),
             rx,
@@ -38,7 +40,16 @@ impl DetectorHandle {
             linger,
             workers.max(1),
         ));
-        Self { tx, model_version }
+        Self {
+            tx,
+            model_version,
+            provenance_version,
+        }
+    }
+
+    /// The provenance reader's version (with its C2PA trust list).
+    pub fn provenance_version(&self) -> &str {
+        &self.provenance_version
     }
 
     /// The pixel model's version, if any.

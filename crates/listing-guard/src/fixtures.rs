@@ -212,6 +212,32 @@ pub fn with_jpeg_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     with_jpeg_app1(jpeg, &exif_one_entry(0x0112, 3, 1, value, &[]))
 }
 
+/// Adds an EXIF block whose Exif IFD holds `UserComment` = `text` (ASCII character code), where
+/// GB 45438's practice guide lets a label be written as `{"AIGC":{...}}`.
+pub fn with_jpeg_exif_user_comment(jpeg: &[u8], text: &str) -> Vec<u8> {
+    with_jpeg_app1(jpeg, &exif_user_comment(text))
+}
+
+/// An APP1 `Exif` payload (also the body of a HEIF `Exif` item after its 4-byte offset):
+/// IFD0 points to an Exif IFD with one `UserComment` entry.
+pub fn exif_user_comment(text: &str) -> Vec<u8> {
+    let mut comment = b"ASCII\0\0\0".to_vec();
+    comment.extend_from_slice(text.as_bytes());
+    // TIFF header (8) + IFD0 with one entry (2 + 12 + 4) = 26: the Exif IFD; its one entry's
+    // value follows it at 26 + 18 = 44.
+    let exif_ifd = 8u32 + 2 + 12 + 4;
+    let value_at = exif_ifd + 2 + 12 + 4;
+    let mut p = exif_one_entry(0x8769, 4, 1, exif_ifd.to_be_bytes(), &[]);
+    p.extend_from_slice(&1u16.to_be_bytes());
+    p.extend_from_slice(&0x9286u16.to_be_bytes()); // UserComment
+    p.extend_from_slice(&7u16.to_be_bytes()); // UNDEFINED
+    p.extend_from_slice(&(comment.len() as u32).to_be_bytes());
+    p.extend_from_slice(&value_at.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&comment);
+    p
+}
+
 /// An APP1 `Exif` payload: a big-endian TIFF with one IFD0 entry, `extra` after the IFD.
 fn exif_one_entry(tag: u16, kind: u16, count: u32, value: [u8; 4], extra: &[u8]) -> Vec<u8> {
     let mut p = b"Exif\0\0MM\0\x2A\0\0\0\x08".to_vec();

@@ -53,7 +53,7 @@ pub struct RunStats {
 pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
     let fetcher = lg_ingest::fetch::ImageFetcher::new(settings.fetch_config()?)?;
     let detector = settings.detector()?;
-    let analysis_version = settings.analysis_version(detector.model_version());
+    let analysis_version = settings.analysis_version(&detector);
     let handle = DetectorHandle::spawn(
         detector,
         settings.detector.batch_size,

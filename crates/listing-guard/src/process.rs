@@ -113,7 +113,7 @@ impl Processor {
     pub fn versions(&self) -> Versions {
         Versions {
             policy: self.policy.version().to_owned(),
-            provenance_detector: lg_detector::PROVENANCE_VERSION.to_owned(),
+            provenance_detector: self.detector.provenance_version().to_owned(),
             model: self.detector.model_version().map(str::to_owned),
             pipeline: env!("CARGO_PKG_VERSION").to_owned(),
         }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
+#[path = "common/provenance_files.rs"]
+mod provenance_files;
 
 use common::corpus_dir;
 use listing_guard::fixtures::Fixture;
@@ -222,6 +224,180 @@ fn shared_corpus_matches_manifest() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The default policy's verdict on one scored file, as the main image of a taobao listing.
+fn verdict(line: &Value) -> lg_policy::ImageVerdict {
+    let signals = lg_events::Signals {
+        provenance: serde_json::from_value(line["provenance"].clone()).unwrap(),
+        model: serde_json::from_value(line["model"].clone()).unwrap(),
+    };
+    let policy = lg_policy::Policy::default_policy();
+    let input = match line["error"].as_str() {
+        Some(e) => {
+            let failure = lg_events::ImageFailure {
+                class: e.split(':').next().unwrap().to_owned(),
+                message: e.to_owned(),
+            };
+            return lg_policy::evaluate(
+                &policy,
+                "taobao",
+                "apparel",
+                &[lg_policy::ImageInput::DecodeFailed(&failure)],
+            )
+            .images
+            .remove(0);
+        }
+        None => lg_policy::ImageInput::Analysed {
+            role: lg_events::ImageRole::Main,
+            signals: &signals,
+        },
+    };
+    lg_policy::evaluate(&policy, "taobao", "apparel", &[input])
+        .images
+        .remove(0)
+}
+
+fn c2pa_marker(v: &Value) -> Option<&Value> {
+    v["provenance"]["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "c2pa_manifest")
+}
+
+#[test]
+fn provenance_patterns_built_here() {
+    let dir = std::env::temp_dir().join(format!("lg-score-built-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = provenance_files::Root::new("Listing Guard test root");
+    let built = provenance_files::all(&root);
+    // LG_DUMP_BUILT=DIR keeps a copy (how the fuzz seeds under fuzz/seeds/c2pa were made).
+    if let Some(keep) = std::env::var_os("LG_DUMP_BUILT") {
+        for b in &built {
+            std::fs::write(Path::new(&keep).join(b.name), &b.bytes).unwrap();
+        }
+    }
+    let paths: Vec<PathBuf> = built
+        .iter()
+        .map(|b| {
+            let p = dir.join(b.name);
+            std::fs::write(&p, &b.bytes).unwrap();
+            p
+        })
+        .collect();
+    let lines = score(&paths);
+    let mut failures = Vec::new();
+    for (b, v) in built.iter().zip(&lines) {
+        let mut problems = Vec::new();
+        if v["provenance"]["declared_ai"].as_bool() != Some(b.declared_ai) {
+            problems.push(format!("declared_ai should be {}", b.declared_ai));
+        }
+        if !v["error"].is_null() || v["dimensions"].is_null() {
+            problems.push("should decode".to_owned());
+        }
+        let state = c2pa_marker(v).and_then(|m| m["c2pa_validation"].as_str());
+        if state != b.validation {
+            problems.push(format!("C2PA validation should be {:?}", b.validation));
+        }
+        if let Some(e) = b.evidence {
+            let found = v["provenance"]["markers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["declares_ai"] == true && m["evidence"].as_str().unwrap().contains(e));
+            if !found {
+                problems.push(format!("no declaring marker's evidence contains {e:?}"));
+            }
+        }
+        // Whatever declares AI is labelled on the default policy; a tampered file is held.
+        let verdict = verdict(v);
+        let expected = if b.declared_ai {
+            lg_events::Action::Label
+        } else if b.validation == Some("tampered") {
+            lg_events::Action::Review
+        } else {
+            lg_events::Action::Allow
+        };
+        if verdict.action != expected {
+            problems.push(format!(
+                "default policy gives {} ({:?}), expected {expected}",
+                verdict.action, verdict.reasons
+            ));
+        }
+        if b.declared_ai && verdict.label != Some(lg_events::LabelBasis::DeclaredInMetadata) {
+            problems.push("should be labelled as declared".to_owned());
+        }
+        if !problems.is_empty() {
+            failures.push(format!("{}: {}\n  {v}", b.name, problems.join("; ")));
+        }
+    }
+    // The Firefly edit is a hint for analytics, not a declaration.
+    let firefly = &lines[built
+        .iter()
+        .position(|b| b.name == "c2pa-firefly-edit.jpg")
+        .unwrap()];
+    assert!(
+        has(firefly, "generator_hint", Some("Adobe Firefly")),
+        "{firefly}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} files:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // With a trust list, the same capture is trusted under its own root and untrusted under
+    // another; either way the failure code says why.
+    let capture = dir.join("c2pa-capture.jpg");
+    root.write_pem(&dir.join("root.pem"));
+    provenance_files::Root::new("Unrelated test root").write_pem(&dir.join("other-root.pem"));
+    for (root, state) in [("root.pem", "trusted"), ("other-root.pem", "untrusted")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_listing-guard"))
+            .args(["score", "--no-model"])
+            .arg(&capture)
+            .env(
+                "LISTING_GUARD__DETECTOR__C2PA_TRUST_ANCHORS",
+                dir.join(root),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = c2pa_marker(&v).expect("a manifest");
+        assert_eq!(m["c2pa_validation"], state, "{root}: {v}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn unreadable_heic_and_avif_go_to_review_with_a_clear_class() {
+    let dir = std::env::temp_dir().join(format!("lg-score-badheif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut paths = Vec::new();
+    for (name, hevc) in [("cut.heic", true), ("cut.avif", false)] {
+        let mut b = provenance_files::heif(hevc, 20, None);
+        b.truncate(b.len() / 2);
+        let p = dir.join(name);
+        std::fs::write(&p, &b).unwrap();
+        paths.push(p);
+    }
+    for v in score(&paths) {
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.starts_with("decode_error:"), "{v}");
+        let verdict = verdict(&v);
+        assert_eq!(verdict.action, lg_events::Action::Review, "{v}");
+        assert_eq!(
+            verdict.reasons[0].code,
+            lg_policy::codes::IMAGE_DECODE_FAILED
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -103,6 +103,10 @@ pub struct ModelCard {
     pub calibration: Platt,
     /// Operating-point threshold on the calibrated probability.
     pub threshold: f32,
+    /// Thresholds on the calibrated probability at false-positive rates on real photos,
+    /// measured out of fold (leave-source-out); the policy names one per action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operating_points: Vec<lg_events::ModelOperatingPoint>,
     /// Weights.
     pub weights: WeightsRef,
     /// What the model was trained on (free text and counts).

@@ -301,12 +301,18 @@ impl NprDetector {
             .map(|&z| cal.probability(f64::from(z)) as f32)
             .collect();
         let mean_logit = logits.iter().map(|&z| f64::from(z)).sum::<f64>() / logits.len() as f64;
+        let ai_probability = cal.probability(mean_logit) as f32;
         Some(ModelScore {
             model_version: self.version.clone(),
-            ai_probability: cal.probability(mean_logit) as f32,
+            ai_probability,
             max_crop_probability: probs.iter().copied().fold(0.0, f32::max),
             mean_crop_probability: probs.iter().sum::<f32>() / probs.len() as f32,
             crop_probabilities: probs,
+            operating_points: self.card.operating_points.clone(),
+            crossed_fpr: lg_events::ModelOperatingPoint::crossed(
+                &self.card.operating_points,
+                ai_probability,
+            ),
         })
     }
 }

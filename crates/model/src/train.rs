@@ -268,6 +268,7 @@ pub fn fit_and_save(
         normalisation: Normalisation::default(),
         calibration: Platt::default(),
         threshold: 0.5,
+        operating_points: Vec::new(),
         weights: WeightsRef {
             file: weights_file.into(),
             sha256: sha,

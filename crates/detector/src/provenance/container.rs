@@ -16,6 +16,18 @@ pub(crate) struct Extracted {
     pub(crate) texts: Vec<(String, String)>,
 }
 
+impl Extracted {
+    /// A PNG text chunk: XMP under its keyword (whichever chunk type the writer chose), any
+    /// other keyword as text.
+    fn push_text(&mut self, keyword: String, text: String) {
+        if keyword == XMP_KEYWORD {
+            self.xmp.push(text);
+        } else {
+            self.texts.push((keyword, text));
+        }
+    }
+}
+
 const PNG_SIG: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 const XMP_KEYWORD: &str = "XML:com.adobe.xmp";
 const JPEG_XMP_NS: &[u8] = b"http://ns.adobe.com/xap/1.0/\0";
@@ -48,23 +60,19 @@ fn png_chunks(bytes: &[u8], out: &mut Extracted) {
         match kind {
             b"tEXt" => {
                 if let Some((k, v)) = split_nul(data) {
-                    out.texts.push((latin1(k), latin1(v)));
+                    out.push_text(latin1(k), latin1(v));
                 }
             }
             b"zTXt" => {
                 if let Some((k, rest)) = split_nul(data) {
                     if let Some(text) = rest.get(1..).and_then(inflate) {
-                        out.texts.push((latin1(k), latin1(&text)));
+                        out.push_text(latin1(k), latin1(&text));
                     }
                 }
             }
             b"iTXt" => {
                 if let Some((k, text)) = itxt(data) {
-                    if k == XMP_KEYWORD {
-                        out.xmp.push(text);
-                    } else {
-                        out.texts.push((k, text));
-                    }
+                    out.push_text(k, text);
                 }
             }
             b"IEND" => break,

@@ -20,6 +20,28 @@ pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
     let Ok(exif) = parsed else {
         return;
     };
+    let ascii = |tag: Tag| {
+        exif.fields()
+            .find(|f| f.tag == tag)
+            .and_then(|f| match &f.value {
+                Value::Ascii(parts) => parts
+                    .first()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+                _ => None,
+            })
+    };
+    if let (Some(description), Some(artist)) = (ascii(Tag::ImageDescription), ascii(Tag::Artist)) {
+        if is_xai_signature(&description, &artist) {
+            markers.push(marker(
+                MarkerKind::GeneratorHint,
+                false,
+                Some("xAI Grok".to_owned()),
+                format!(
+                    "EXIF ImageDescription holds a signature and Artist a UUID, as xAI's Grok writes them (Artist = {artist})"
+                ),
+            ));
+        }
+    }
     for f in exif.fields() {
         match f.tag {
             Tag::Software | Tag::Make | Tag::Model | Tag::ImageDescription | Tag::Artist => {
@@ -50,8 +72,30 @@ pub(crate) fn read(bytes: &[u8], markers: &mut Vec<Marker>) {
     }
 }
 
+/// xAI's Grok writes no C2PA or IPTC; its images carry `ImageDescription = "Signature: <base64>"`
+/// and a UUID as `Artist`. A hint, not a declaration.
+fn is_xai_signature(description: &str, artist: &str) -> bool {
+    let Some(sig) = description.trim().strip_prefix("Signature:") else {
+        return false;
+    };
+    let sig = sig.trim();
+    let base64ish = sig.len() >= 32
+        && sig
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b));
+    let a = artist.trim();
+    let uuid = a.len() == 36
+        && a.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    base64ish && uuid
+}
+
 fn read_user_comment(text: &str, markers: &mut Vec<Marker>) {
-    if let Some(start) = text.find('{').filter(|_| text.contains("\"Label\"")) {
+    let lower = text.to_ascii_lowercase();
+    let labelled = lower.contains("\"label\"") || lower.contains("\"aigc\"");
+    if let Some(start) = text.find('{').filter(|_| labelled) {
         markers.push(aigc_marker(&text[start..], "EXIF UserComment TC260:AIGC"));
     } else if looks_like_a1111(text) {
         markers.push(marker(
@@ -115,8 +159,31 @@ mod tests {
     }
 
     #[test]
+    fn xai_signature_fields() {
+        let sig = "Signature: QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlq";
+        assert!(is_xai_signature(
+            sig,
+            "3f2b6c1e-9a4d-4e0b-8c7a-1d2e3f4a5b6c"
+        ));
+        assert!(!is_xai_signature(sig, "Jane Doe"));
+        assert!(!is_xai_signature(
+            "A sunset",
+            "3f2b6c1e-9a4d-4e0b-8c7a-1d2e3f4a5b6c"
+        ));
+        assert!(!is_xai_signature(
+            "Signature: short",
+            "3f2b6c1e-9a4d-4e0b-8c7a-1d2e3f4a5b6c"
+        ));
+    }
+
+    #[test]
     fn user_comment_markers() {
         let mut m = Vec::new();
+        read_user_comment(r#"{"AIGC":{"Label":"1","ContentProducer":"q"}}"#, &mut m);
+        assert_eq!(
+            m.pop().map(|m| (m.declares_ai, m.generator)),
+            Some((true, Some("q".into())))
+        );
         read_user_comment(r#"AIGC {"Label":"1","ContentProducer":"p"}"#, &mut m);
         read_user_comment("cat\nSteps: 20, Sampler: Euler a, Seed: 5", &mut m);
         read_user_comment("holiday photo", &mut m);

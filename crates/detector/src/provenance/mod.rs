@@ -5,16 +5,18 @@
 //!
 //! | marker | where it is read | declares AI when |
 //! |---|---|---|
-//! | C2PA manifest | JUMBF in JPEG APP11, PNG `caBX`, ... (via the `c2pa` crate) | a `digitalSourceType` is `trainedAlgorithmicMedia` or `compositeWithTrainedAlgorithmicMedia` |
+//! | C2PA manifest store | JUMBF in JPEG APP11, PNG `caBX`, WebP, HEIF/AVIF `uuid` boxes, ... (via the `c2pa` crate), the active manifest and its ingredients' manifests | any manifest of the chain has a `digitalSourceType` of `trainedAlgorithmicMedia` or `compositeWithTrainedAlgorithmicMedia` |
 //! | IPTC DigitalSourceType | XMP `Iptc4xmpExt:DigitalSourceType` | same two values (plus `compositeSynthetic` is reported, not declared) |
-//! | GB 45438 `TC260:AIGC` | XMP, PNG `AIGC` text chunk, EXIF UserComment | `Label` is 1, 2 or 3 |
+//! | GB 45438 `TC260:AIGC` | XMP, PNG `AIGC` text chunk, EXIF UserComment (`{"AIGC":{...}}` or the bare object), in any container | `Label` is 1 or 2 (3, "suspected", is reported with its value; the policy maps each) |
 //! | generator parameters | PNG text chunks, EXIF UserComment, alpha-channel "stealth" text | always |
 //! | EXIF Software/Make | EXIF IFD0 | the value names a known generator |
+//! | generator hints | C2PA claims by AI products without a source type, xAI's EXIF signature | never (shown for analytics) |
 
 use image::DynamicImage;
 use lg_events::{Marker, MarkerKind, Provenance};
 
 pub(crate) mod c2pa_reader;
+pub use c2pa_reader::{C2paTrust, TrustListError};
 pub(crate) mod container;
 pub(crate) mod exif_reader;
 mod generators;
@@ -28,13 +30,27 @@ const AI_SOURCE_TYPES: [&str; 2] = [
 ];
 
 /// Longest evidence string kept in a marker.
-const MAX_EVIDENCE: usize = 300;
+const MAX_EVIDENCE: usize = 400;
 
-/// Reads every provenance marker in `bytes`. `decoded` enables pixel-embedded metadata
-/// (A1111 "stealth" parameters in the alpha channel).
+/// Reads every provenance marker in `bytes`, judging C2PA signers against no trust list.
+/// `decoded` enables pixel-embedded metadata (A1111 "stealth" parameters in the alpha channel).
 pub fn read(bytes: &[u8], decoded: Option<&DynamicImage>) -> Provenance {
+    read_with(bytes, decoded, None)
+}
+
+/// [`read`], with C2PA signers judged by `trust` (`None`: no trust list).
+pub fn read_with(
+    bytes: &[u8],
+    decoded: Option<&DynamicImage>,
+    trust: Option<&C2paTrust>,
+) -> Provenance {
     let mut markers = Vec::new();
-    c2pa_reader::read(bytes, &mut markers);
+    if c2pa_reader::may_hold_c2pa(bytes) {
+        match trust {
+            Some(t) => c2pa_reader::read(bytes, t, &mut markers),
+            None => c2pa_reader::read(bytes, &C2paTrust::none(), &mut markers),
+        }
+    }
     let meta = container::extract(bytes);
     for packet in &meta.xmp {
         xmp::read(packet, &mut markers);
@@ -81,12 +97,7 @@ pub(crate) fn marker(
     generator: Option<String>,
     evidence: String,
 ) -> Marker {
-    Marker {
-        kind,
-        declares_ai,
-        generator,
-        evidence: clip(&evidence, MAX_EVIDENCE),
-    }
+    Marker::new(kind, declares_ai, generator, clip(&evidence, MAX_EVIDENCE))
 }
 
 pub(crate) fn clip(s: &str, max: usize) -> String {

@@ -28,8 +28,16 @@ fn prop(ns: &ResolveResult<'_>, local: &[u8]) -> Option<Prop> {
     match (*ns, local) {
         (NS_IPTC_EXT, b"DigitalSourceType") => Some(Prop::DigitalSourceType),
         (NS_TC260, b"AIGC") => Some(Prop::Aigc),
+        // Writers vary the TC260 namespace URI (a trailing slash, `https`, another version):
+        // any namespace of TC260's with an `AIGC` property is the label.
+        (ns, b"AIGC") if contains_ignore_case(ns, b"tc260") => Some(Prop::Aigc),
         _ => None,
     }
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Reads the properties of one XMP packet into markers. Malformed XML yields what was read
@@ -120,15 +128,14 @@ fn attributes(
     }
 }
 
-/// Builds the marker for a `TC260:AIGC` value, which is a JSON object in a string.
+/// Builds the marker for a `TC260:AIGC` value: a JSON object in a string, either the label's
+/// fields (`{"Label":"1",...}`) or wrapped (`{"AIGC":{"Label":"1",...}}`), keys in any case.
 ///
-/// `Label` 1 (AI-generated), 2 (possibly) and 3 (suspected) all require the platform to label
-/// the content, so all three declare AI. A value that is not the expected JSON is still
-/// reported, without a declaration.
+/// `Label` 1 (AI-generated) and 2 (possibly AI-generated) declare AI; 3 (suspected) does not
+/// by itself. The value is kept ([`Marker::aigc_label`]) and the policy maps each. A value that is
+/// not the expected JSON is still reported, without a declaration.
 pub(crate) fn aigc_marker(value: &str, location: &str) -> Marker {
-    let parsed: Option<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(value.trim()).ok();
-    let Some(obj) = parsed else {
+    let Some(obj) = aigc_object(value) else {
         return marker(
             MarkerKind::Tc260Aigc,
             false,
@@ -136,13 +143,13 @@ pub(crate) fn aigc_marker(value: &str, location: &str) -> Marker {
             format!("{location} present but not JSON: {value}"),
         );
     };
-    let field = |k: &str| match obj.get(k) {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+    let field = |k: &str| match obj.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)) {
+        Some((_, serde_json::Value::String(s))) => Some(s.trim().to_owned()),
+        Some((_, serde_json::Value::Number(n))) => Some(n.to_string()),
         _ => None,
     };
     let label = field("Label").unwrap_or_default();
-    let declares = matches!(label.as_str(), "1" | "2" | "3");
+    let declares = matches!(label.as_str(), "1" | "2");
     let producer = field("ContentProducer").filter(|s| !s.is_empty());
     let mut evidence = format!("{location} Label={label}");
     for k in [
@@ -155,7 +162,32 @@ pub(crate) fn aigc_marker(value: &str, location: &str) -> Marker {
             evidence.push_str(&format!(" {k}={v}"));
         }
     }
-    marker(MarkerKind::Tc260Aigc, declares, producer, evidence)
+    let mut m = marker(MarkerKind::Tc260Aigc, declares, producer, evidence);
+    m.aigc_label = Some(label).filter(|l| !l.is_empty());
+    m
+}
+
+/// The label's fields: the object itself, or the one under an `AIGC` key. Entities escaped
+/// twice (`&amp;quot;` in the XMP) are undone once more.
+fn aigc_object(value: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let parse =
+        |v: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v.trim()).ok();
+    let obj = parse(value).or_else(|| {
+        value
+            .contains("&quot;")
+            .then(|| value.replace("&quot;", "\"").replace("&amp;", "&"))
+            .and_then(|v| parse(&v))
+    })?;
+    let wrapped = obj
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("AIGC"))
+        .and_then(|(_, v)| match v {
+            serde_json::Value::Object(inner) => Some(inner.clone()),
+            // The wrapper's value may itself be a JSON string.
+            serde_json::Value::String(s) => parse(s),
+            _ => None,
+        });
+    Some(wrapped.unwrap_or(obj))
 }
 
 #[cfg(test)]
@@ -221,7 +253,14 @@ mod tests {
             &format!(
                 r#"{HEAD}<rdf:Description {tc}><TC260:AIGC>{{"Label":"3","ContentProducer":""}}</TC260:AIGC></rdf:Description>{TAIL}"#
             ),
-            &[(Tc260Aigc, true, None)],
+            &[(Tc260Aigc, false, None)],
+        );
+        // Another spelling of TC260's namespace, and the wrapped form.
+        check(
+            &format!(
+                r#"{HEAD}<rdf:Description xmlns:tc="https://www.tc260.org.cn/ns/AIGC/1.0"><tc:AIGC>{{"AIGC":{{"label":2,"ContentProducer":"p"}}}}</tc:AIGC></rdf:Description>{TAIL}"#
+            ),
+            &[(Tc260Aigc, true, Some("p"))],
         );
         check(
             &format!(
@@ -230,5 +269,23 @@ mod tests {
             &[(Tc260Aigc, false, None)],
         );
         check("<x:xmpmeta><unclosed", &[]);
+    }
+
+    #[test]
+    fn aigc_values_and_forms() {
+        for (value, label, declares) in [
+            (r#"{"Label":"1","ContentProducer":"x"}"#, Some("1"), true),
+            (r#"{"AIGC":{"Label":"2"}}"#, Some("2"), true),
+            (r#"{"AIGC":"{\"Label\":\"3\"}"}"#, Some("3"), false),
+            (r#"{"label": 1}"#, Some("1"), true),
+            (r#"{&quot;Label&quot;:&quot;1&quot;}"#, Some("1"), true),
+            (r#"{"Label":"9"}"#, Some("9"), false),
+            (r#"{"ContentProducer":"x"}"#, None, false),
+            ("[1]", None, false),
+        ] {
+            let m = aigc_marker(value, "test");
+            assert_eq!(m.aigc_label.as_deref(), label, "{value}");
+            assert_eq!(m.declares_ai, declares, "{value}");
+        }
     }
 }
