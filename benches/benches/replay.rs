@@ -38,7 +38,7 @@ fn settings(topics: &Topics, cache: &std::path::Path) -> Settings {
     s.kafka.labels_topic = topics.labels.clone();
     s.kafka.dlq_topic = topics.dlq.clone();
     s.fetch.allowed_networks = vec!["127.0.0.0/8".into()];
-    s.detector.model_dir.clear();
+    listing_guard::config::NO_MODEL.clone_into(&mut s.detector.model_dir);
     s.cache.path = cache.display().to_string();
     s.pipeline.max_in_flight = 512;
     s

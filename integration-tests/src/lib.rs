@@ -310,6 +310,8 @@ pub fn guard_command(topics: &Topics, subcommand: &str) -> Command {
         .env("LISTING_GUARD__KAFKA__LABELS_TOPIC", &topics.labels)
         .env("LISTING_GUARD__KAFKA__DLQ_TOPIC", &topics.dlq)
         .env("LISTING_GUARD__FETCH__ALLOWED_NETWORKS", "127.0.0.0/8")
+        // Metadata only unless a test sets a model: the debug build runs the network slowly.
+        .env("LISTING_GUARD__DETECTOR__MODEL_DIR", "none")
         .env("LISTING_GUARD__FETCH__MAX_ATTEMPTS", "2")
         .env("LISTING_GUARD__FETCH__BACKOFF_INITIAL_MS", "10")
         .env("LISTING_GUARD__FETCH__TIMEOUT_MS", "3000")

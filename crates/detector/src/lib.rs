@@ -71,6 +71,11 @@ pub trait PixelModel: Send + Sync {
     /// Scores decoded images in one batch; one entry per input, in order (`None` where the
     /// model cannot score an image, e.g. one too small for it).
     fn score_batch(&self, images: &[&DynamicImage]) -> Result<Vec<Option<ModelScore>>, ModelError>;
+    /// The model card's operating points: thresholds on the calibrated probability at
+    /// false-positive rates on real photos, measured out of fold. Empty where the card has none.
+    fn operating_points(&self) -> &[lg_events::ModelOperatingPoint] {
+        &[]
+    }
     /// Cumulative nanoseconds spent cropping and normalising, and in the network, since load
     /// (for the pipeline's stage metrics); `(0, 0)` where a model does not measure them.
     fn stage_nanos(&self) -> (u64, u64) {
@@ -256,6 +261,13 @@ impl Detector {
     /// The pixel model's version, if one is plugged in.
     pub fn model_version(&self) -> Option<&str> {
         self.model.as_deref().map(PixelModel::version)
+    }
+
+    /// The pixel model's operating points (empty without a model or where its card has none).
+    pub fn model_operating_points(&self) -> &[lg_events::ModelOperatingPoint] {
+        self.model
+            .as_deref()
+            .map_or(&[], PixelModel::operating_points)
     }
 
     /// Analyses one image.

@@ -14,16 +14,28 @@ use serde::Deserialize;
 /// Name of the model shipped under `models/`.
 pub const SHIPPED_MODEL: &str = "models/npr-small";
 
-/// The shipped model's directory, if present: relative to the working directory first, then to
-/// the source tree this binary was built from.
-pub fn shipped_model_dir() -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::path::PathBuf::from(SHIPPED_MODEL),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(SHIPPED_MODEL),
-    ];
+/// `detector.model_dir` for metadata signals only, no pixel model.
+pub const NO_MODEL: &str = "none";
+
+/// Where the shipped model is looked for, in order: the working directory, then beside the
+/// binary (`<bin>/models/…`; `<bin>/../models/…` as an install lays it out;
+/// `<bin>/../../models/…` for cargo's `target/<profile>/` in a checkout).
+pub fn shipped_model_candidates() -> Vec<std::path::PathBuf> {
+    let mut candidates = vec![std::path::PathBuf::from(SHIPPED_MODEL)];
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for up in ["", "..", "../.."] {
+            candidates.push(bin.join(up).join(SHIPPED_MODEL));
+        }
+    }
     candidates
+}
+
+/// The shipped model's directory: the first of [`shipped_model_candidates`] with a model card.
+pub fn shipped_model_dir() -> Option<std::path::PathBuf> {
+    shipped_model_candidates()
         .into_iter()
         .find(|d| d.join(lg_model::card::CARD_FILE).is_file())
 }
@@ -124,7 +136,8 @@ pub struct DetectorSettings {
     pub linger_ms: u64,
     /// Parallel batches.
     pub workers: usize,
-    /// Learned model directory; empty for none.
+    /// Learned model directory: empty for the shipped model wherever it is found
+    /// ([`shipped_model_dir`]), `none` for metadata signals only.
     pub model_dir: String,
     /// The CPU engine's arithmetic: `auto` (int8 where the CPU has AVX512-VNNI and AVX512-BF16
     /// but no AMX, else bf16 where it has AMX or AVX512-BF16, else f32), `bf16` (on AMX or
@@ -380,19 +393,46 @@ impl Settings {
         }
     }
 
-    /// The detector: decode limits plus the learned model when `detector.model_dir` is set.
+    /// The model directory the detector loads: `detector.model_dir` when set, none for
+    /// `none`, else the shipped model where it is found.
+    pub fn model_dir(&self) -> Option<std::path::PathBuf> {
+        match self.detector.model_dir.as_str() {
+            NO_MODEL => None,
+            "" => shipped_model_dir(),
+            dir => Some(dir.into()),
+        }
+    }
+
+    /// The detector: decode limits plus the learned model from [`Self::model_dir`]. Logs which
+    /// model, version and kernel it runs, or that it runs on metadata only and why.
     pub fn detector(&self) -> anyhow::Result<lg_detector::Detector> {
         let d =
             lg_detector::Detector::new(self.decode_limits()).with_c2pa_trust(self.c2pa_trust()?);
-        if self.detector.model_dir.is_empty() {
+        let Some(dir) = self.model_dir() else {
+            if self.detector.model_dir == NO_MODEL {
+                tracing::info!("detector: metadata signals only (detector.model_dir = \"none\")");
+            } else {
+                let looked: Vec<String> = shipped_model_candidates()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                tracing::warn!(
+                    looked_in = %looked.join(", "),
+                    "detector: detector.model_dir is empty and no shipped {SHIPPED_MODEL} was \
+                     found; metadata signals only"
+                );
+            }
             return Ok(d);
-        }
-        let m = lg_model::infer::NprDetector::load_with(
-            Path::new(&self.detector.model_dir),
-            lg_model::device()?,
-            self.precision()?,
-        )
-        .with_context(|| format!("detector.model_dir: loading {}", self.detector.model_dir))?;
+        };
+        let m =
+            lg_model::infer::NprDetector::load_with(&dir, lg_model::device()?, self.precision()?)
+                .with_context(|| format!("detector.model_dir: loading {}", dir.display()))?;
+        tracing::info!(
+            model = %lg_detector::PixelModel::version(&m),
+            dir = %dir.display(),
+            kernel = m.kernel(),
+            "detector: pixel model loaded"
+        );
         Ok(d.with_model(std::sync::Arc::new(m)))
     }
 

@@ -286,12 +286,15 @@ pub async fn run() -> anyhow::Result<()> {
     settings.fetch.backoff_initial_ms = 20;
     // Labelled files: the stamped original and the visible-label copy of each labelled image.
     settings.label_assets.store = DEMO_LABELLED.into();
-    match crate::config::shipped_model_dir() {
-        Some(d) => settings.detector.model_dir = d.display().to_string(),
-        None => println!(
-            "note: no shipped model under {}; metadata signals only",
-            crate::config::SHIPPED_MODEL
-        ),
+    if settings.model_dir().is_none() {
+        println!(
+            "note: no shipped model found (looked in {}); metadata signals only",
+            crate::config::shipped_model_candidates()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let k = settings.kafka.clone();
     for t in [

@@ -48,6 +48,9 @@ enum Command {
     },
     /// Train the learned detector on a folder with real/ and ai/ subfolders.
     Train(listing_guard::modelcmd::TrainArgs),
+    /// Leave-source-out cross-validation: whole sources and families held out per fold; the
+    /// pooled out-of-fold figures, per-group table, calibration and operating points.
+    CrossValidate(listing_guard::modelcmd::CrossValidateArgs),
     /// Write B-Free-style pairs: each real/ photo reconstructed by a self-trained decoder, into ai/bfree/.
     MakePairs {
         /// Folder with real/ (and ai/) subfolders.
@@ -188,15 +191,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             let mut settings = Settings::load(config.as_deref())?;
             if no_model {
-                settings.detector.model_dir.clear();
-            } else if let Some(m) = model.or_else(|| {
-                settings
-                    .detector
-                    .model_dir
-                    .is_empty()
-                    .then(listing_guard::config::shipped_model_dir)
-                    .flatten()
-            }) {
+                listing_guard::config::NO_MODEL.clone_into(&mut settings.detector.model_dir);
+            } else if let Some(m) = model {
                 settings.detector.model_dir = m.display().to_string();
             }
             let detector = settings.detector()?;
@@ -208,6 +204,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Train(args) => listing_guard::modelcmd::train(&args)?,
+        Command::CrossValidate(args) => {
+            listing_guard::modelcmd::cross_validate(&args)?;
+        }
         Command::MakePairs { data, steps, seed } => {
             listing_guard::modelcmd::make_pairs(&data, steps, seed)?
         }
@@ -284,14 +283,19 @@ fn main() -> anyhow::Result<()> {
             let settings = Settings::load(Some(&file))?;
             let policy = settings.load_policy()?;
             let detector = settings.detector()?;
+            listing_guard::pipeline::check_operating_points(&policy, &detector)?;
             if print {
                 print!("{}", settings.masked_toml()?);
             }
             println!(
-                "config OK: {} (policy {}, model {})",
+                "config OK: {} (policy {}, model {}{})",
                 file.display(),
                 policy.version(),
-                detector.model_version().unwrap_or("none")
+                detector.model_version().unwrap_or("none"),
+                settings
+                    .model_dir()
+                    .map(|d| format!(" from {}", d.display()))
+                    .unwrap_or_default()
             );
         }
         Command::Stamp(args) => {

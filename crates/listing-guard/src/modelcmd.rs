@@ -1,13 +1,18 @@
-//! `listing-guard train` and `listing-guard eval`.
+//! `listing-guard train`, `cross-validate` and `eval`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use image::RgbImage;
+use lg_model::cv::{self, CvConfig, CvReport};
 use lg_model::data::{self, Sample};
 use lg_model::eval::{self, Metrics};
-use lg_model::train::{self, TrainConfig};
+use lg_model::train::{self, TrainConfig, TrainImage};
+
+/// The file beside a model's card listing the SHA-256 of every file it trained on, one per
+/// line: `eval` refuses to call figures on those files quality figures.
+pub const TRAINED_ON: &str = "trained-on.sha256";
 
 /// Options of `train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,19 +50,107 @@ pub struct TrainArgs {
     /// Seed for initialisation, sampling, augmentation and the split.
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
+    /// A `cross-validate` report of the same recipe: train on every file (no split) and take
+    /// the calibration, the operating points and the quality figures from the report's
+    /// out-of-fold predictions.
+    #[arg(long)]
+    pub cv_report: Option<PathBuf>,
 }
 
-fn load_all(samples: &[&Sample]) -> (Vec<(RgbImage, bool)>, Vec<String>) {
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "npr".into())
+        });
+        TrainConfig {
+            name,
+            train_crop: self.train_crop,
+            crop_size: self.crop,
+            crops_per_image: self.crops,
+            batch: self.batch,
+            steps: self.steps,
+            lr: self.lr,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Options of `cross-validate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CrossValidateArgs {
+    /// The recipe, as for `train` (`--out` is the work folder: fold models, report, scores).
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Folds; whole sources and families are dealt to them.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Real sources that are e-commerce-like (garments, people, products), reported apart;
+    /// comma-separated group names.
+    #[arg(long, value_delimiter = ',')]
+    pub ecommerce: Vec<String>,
+    /// Reuse fold models already in the work folder when their cards name the same fold and
+    /// recipe (resumes an interrupted run; the scoring is redone).
+    #[arg(long)]
+    pub resume: bool,
+}
+
+fn load_all<'a>(samples: &[&'a Sample]) -> (Vec<cv::Loaded<'a>>, Vec<String>) {
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
     for s in samples {
         match data::load_rgb(&s.path) {
-            Ok(img) if img.width() >= 32 && img.height() >= 32 => ok.push((img, s.ai)),
+            Ok(image) if image.width() >= 32 && image.height() >= 32 => {
+                ok.push(cv::Loaded { sample: s, image })
+            }
             Ok(_) => skipped.push(format!("{}: smaller than 32 px", s.path.display())),
             Err(e) => skipped.push(e),
         }
     }
+    for e in &skipped {
+        tracing::warn!("skipping {e}");
+    }
     (ok, skipped)
+}
+
+fn train_images<'a>(loaded: &'a [cv::Loaded<'_>]) -> Vec<TrainImage<'a>> {
+    loaded
+        .iter()
+        .map(|l| TrainImage {
+            image: &l.image,
+            ai: l.sample.ai,
+            group: &l.sample.group,
+        })
+        .collect()
+}
+
+fn progress_bar(steps: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} steps  loss {msg}  {per_sec}  eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// Mean of the last 20 losses, shown on the bar.
+fn loss_reporter(bar: &indicatif::ProgressBar) -> impl FnMut(usize, f32) -> f32 + '_ {
+    let mut recent: Vec<f32> = Vec::new();
+    move |_, loss| {
+        recent.push(loss);
+        if recent.len() > 20 {
+            recent.remove(0);
+        }
+        let mean = recent.iter().sum::<f32>() / recent.len() as f32;
+        bar.set_message(format!("{mean:.4}"));
+        bar.inc(1);
+        mean
+    }
 }
 
 fn counts(samples: &[&Sample]) -> serde_json::Value {
@@ -71,60 +164,56 @@ fn counts(samples: &[&Sample]) -> serde_json::Value {
 /// Runs `train`.
 pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
     let samples = data::list(&a.data)?;
-    let (val, tr) = data::split(&samples, a.val_fraction, a.seed);
-    let (train_imgs, mut skipped) = load_all(&tr);
-    let (val_imgs, skipped_val) = load_all(&val);
-    skipped.extend(skipped_val);
-    for s in &skipped {
-        tracing::warn!("skipping {s}");
-    }
-    let name = a.name.clone().unwrap_or_else(|| {
-        a.out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "npr".into())
-    });
-    let cfg = TrainConfig {
-        name,
-        train_crop: a.train_crop,
-        crop_size: a.crop,
-        crops_per_image: a.crops,
-        batch: a.batch,
-        steps: a.steps,
-        lr: a.lr,
-        seed: a.seed,
-        ..TrainConfig::default()
+    let cfg = a.config();
+    let report: Option<CvReport> = match &a.cv_report {
+        Some(p) => {
+            let r: CvReport = serde_json::from_str(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not a cross-validate report", p.display()))?;
+            anyhow::ensure!(
+                r.recipe == cfg.recipe(),
+                "{} was made with another recipe ({}); cross-validate with the same options",
+                p.display(),
+                r.recipe
+            );
+            Some(r)
+        }
+        None => None,
     };
+    // With a cross-validation report every file trains; otherwise a validation split
+    // calibrates (quick experiments: its figures share sources with training).
+    let (val, tr) = if report.is_some() {
+        (Vec::new(), samples.iter().collect())
+    } else {
+        data::split(&samples, a.val_fraction, a.seed)
+    };
+    let (train_set, mut skipped) = load_all(&tr);
+    let (val_set, skipped_val) = load_all(&val);
+    skipped.extend(skipped_val);
     eprintln!(
-        "training {} on {} images ({} real, {} AI), validating on {}; {} steps of {}",
+        "training {} on {} images ({} real, {} AI, {} groups), validating on {}; {} steps of {}",
         cfg.name,
-        train_imgs.len(),
-        train_imgs.iter().filter(|(_, ai)| !ai).count(),
-        train_imgs.iter().filter(|(_, ai)| *ai).count(),
-        val_imgs.len(),
+        train_set.len(),
+        train_set.iter().filter(|l| !l.sample.ai).count(),
+        train_set.iter().filter(|l| l.sample.ai).count(),
+        counts(&tr).as_object().map_or(0, |m| m.len()),
+        val_set.len(),
         cfg.steps,
         cfg.batch
     );
-    let bar = indicatif::ProgressBar::new(cfg.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} steps  loss {msg}  {per_sec}  eta {eta}",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(cfg.steps);
+    let mut report_loss = loss_reporter(&bar);
+    let mut last_loss = 0.0;
     let device = lg_model::device()?;
-    let mut recent = Vec::new();
-    let trained = train::train(&train_imgs, &cfg, &device, &mut |_, loss| {
-        recent.push(loss);
-        if recent.len() > 20 {
-            recent.remove(0);
-        }
-        bar.set_message(format!(
-            "{:.4}",
-            recent.iter().sum::<f32>() / recent.len() as f32
-        ));
-        bar.inc(1);
-    })?;
+    let trained = train::train(
+        &train_images(&train_set),
+        &cfg,
+        &device,
+        &mut |step, loss| {
+            last_loss = report_loss(step, loss);
+        },
+    )?;
     bar.finish();
     let mut summary = BTreeMap::new();
     summary.insert(
@@ -132,23 +221,62 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         serde_json::json!(a.data.display().to_string()),
     );
     summary.insert("train_files".into(), counts(&tr));
-    summary.insert("validation_files".into(), counts(&val));
     summary.insert("skipped".into(), serde_json::json!(skipped));
-    summary.insert(
-        "recipe".into(),
-        serde_json::json!({
-            "steps": cfg.steps, "batch": cfg.batch, "train_crop": cfg.train_crop, "optimizer": "AdamW",
-            "lr": cfg.lr, "weight_decay": cfg.weight_decay, "seed": cfg.seed, "val_fraction": a.val_fraction,
-            "augmentation": "same for both classes: random region; p=0.5 downscale 0.5-1x; p=0.3 Gaussian blur sigma 0.1-1.5; JPEG re-encode q60-100 always; random crop",
-            "final_loss_mean_last_20": recent.iter().sum::<f32>() / recent.len().max(1) as f32,
-        }),
-    );
-    let (mut card, validation) =
-        train::fit_and_save(&trained, &cfg, &val_imgs, summary, &a.out, &device)?;
-    let m = Metrics::of(&validation.scored, f64::from(validation.threshold));
-    card.metrics
-        .insert("validation".into(), serde_json::to_value(&m)?);
+    let mut recipe = cfg.recipe();
+    recipe["final_loss_mean_last_20"] = serde_json::json!(last_loss);
+    summary.insert("recipe".into(), recipe);
+    let card = match &report {
+        Some(r) => {
+            let mut card = train::save(&trained, &cfg, summary, &a.out)?;
+            card.calibration = r.calibration;
+            card.operating_points = r
+                .operating_points
+                .iter()
+                .map(|op| lg_events::ModelOperatingPoint {
+                    fpr: op.fpr as f32,
+                    threshold: op.threshold as f32,
+                })
+                .collect();
+            // The card's single threshold: the 1% FPR operating point.
+            card.threshold = r
+                .operating_points
+                .iter()
+                .find(|op| (op.fpr - 0.01).abs() < 1e-9)
+                .map_or(0.5, |op| op.threshold as f32);
+            card.metrics.insert(
+                "leave_source_out".into(),
+                serde_json::json!({
+                    "folds": r.folds,
+                    "clean": r.clean,
+                    "confound_matched": r.confound_matched,
+                    "jpeg75_half": r.degraded,
+                    "operating_points": r.operating_points,
+                    "ecommerce_real": { "files": r.ecommerce_real_files, "flagged_at_fpr": r.ecommerce_real },
+                    "precision_vs_f32": r.precision,
+                    "groups": r.groups,
+                }),
+            );
+            card
+        }
+        None => {
+            let val_pairs: Vec<(RgbImage, bool)> = val_set
+                .into_iter()
+                .map(|l| (l.image, l.sample.ai))
+                .collect();
+            let mut summary = summary;
+            summary.insert("validation_files".into(), counts(&val));
+            let (mut card, validation) =
+                train::fit_and_save(&trained, &cfg, &val_pairs, summary, &a.out, &device)?;
+            let m = Metrics::of(&validation.scored, f64::from(validation.threshold));
+            card.metrics.insert(
+                "validation_split_not_quality".into(),
+                serde_json::to_value(&m)?,
+            );
+            card
+        }
+    };
     card.save(&a.out)?;
+    write_trained_on(&a.out, &train_set)?;
     println!("{}", serde_json::to_string_pretty(&card.metrics)?);
     println!(
         "wrote {} (threshold {:.3}, calibration a={:.3} b={:.3})",
@@ -158,6 +286,151 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         card.calibration.b
     );
     Ok(())
+}
+
+fn write_trained_on(out: &Path, set: &[cv::Loaded<'_>]) -> anyhow::Result<()> {
+    let mut lines: Vec<String> = set
+        .iter()
+        .filter_map(|l| std::fs::read(&l.sample.path).ok())
+        .map(|b| lg_events::sha256_hex(&b))
+        .collect();
+    lines.sort();
+    lines.dedup();
+    std::fs::write(out.join(TRAINED_ON), lines.join("\n") + "\n")?;
+    Ok(())
+}
+
+/// Runs `cross-validate`: trains each fold, scores the held-out groups, pools, writes
+/// `<out>/report.json` and `<out>/oof.json`, and prints the table.
+pub fn cross_validate(a: &CrossValidateArgs) -> anyhow::Result<CvReport> {
+    let samples = data::list(&a.train.data)?;
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let (loaded, skipped) = load_all(&refs);
+    let cfg = CvConfig {
+        folds: a.folds,
+        train: a.train.config(),
+        ecommerce_groups: a.ecommerce.clone(),
+        reuse_folds: a.resume,
+        ..CvConfig::default()
+    };
+    let kept: Vec<Sample> = loaded.iter().map(|l| l.sample.clone()).collect();
+    let fold_of = cv::assign_folds(&kept, cfg.folds, cfg.seed)?;
+    eprintln!(
+        "cross-validating on {} images ({} groups, {} skipped), {} folds of whole groups; {} steps of {} per fold",
+        loaded.len(),
+        fold_of.len(),
+        skipped.len(),
+        cfg.folds,
+        cfg.train.steps,
+        cfg.train.batch
+    );
+    let device = lg_model::device()?;
+    let bar = progress_bar(cfg.train.steps * cfg.folds);
+    let mut report_loss = loss_reporter(&bar);
+    let work = &a.train.out;
+    std::fs::create_dir_all(work)?;
+    let oof = cv::run(&loaded, &cfg, &device, work, &mut |_, step, loss| {
+        report_loss(step, loss);
+    })?;
+    bar.finish();
+    let mut report = cv::report(&oof, &cfg, &fold_of);
+    // The engine's reduced-precision arithmetics against the f32 the report is computed in.
+    report.precision = cv::precision_check(
+        &loaded,
+        &oof,
+        &report,
+        &device,
+        work,
+        &[
+            lg_model::cpu::Precision::Bf16,
+            lg_model::cpu::Precision::Int8,
+        ],
+    )?;
+    std::fs::write(
+        work.join("oof.json"),
+        serde_json::to_string_pretty(&oof)? + "\n",
+    )?;
+    std::fs::write(
+        work.join("report.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    print_cv(&report);
+    println!("report: {}", work.join("report.json").display());
+    Ok(report)
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "  n/a".to_owned(), |x| format!("{x:.3}"))
+}
+
+/// Prints a cross-validation report as tables.
+pub fn print_cv(r: &CvReport) {
+    println!("leave-source-out, {} folds, pooled out of fold:", r.folds);
+    for (name, f) in [
+        ("clean", &r.clean),
+        ("confound-matched", &r.confound_matched),
+        ("jpeg75+0.5x", &r.degraded),
+    ] {
+        println!(
+            "  {name:<17} real {:>4} ai {:>4}  AP {}  ROC-AUC {}  TPR@1%FPR {}  ECE {}",
+            f.real,
+            f.ai,
+            fmt(f.ap),
+            fmt(f.roc_auc),
+            fmt(f.tpr_at_1pct_fpr),
+            fmt(f.ece)
+        );
+    }
+    println!(
+        "  calibration a={:.3} b={:.3}; operating points:",
+        r.calibration.a, r.calibration.b
+    );
+    for op in &r.operating_points {
+        println!(
+            "    FPR {:>5.1}%: threshold {:.4} (real flagged {:.2}%, AI caught {:.1}%)",
+            op.fpr * 100.0,
+            op.threshold,
+            op.fpr_reached * 100.0,
+            op.tpr * 100.0
+        );
+    }
+    println!(
+        "  e-commerce-like real photos ({} files) flagged: {}",
+        r.ecommerce_real_files,
+        r.ecommerce_real
+            .iter()
+            .map(|(f, x)| format!("{:.2}% at the {}% point", x * 100.0, f * 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for p in &r.precision {
+        println!(
+            "  {:<17} AP {} (Δ vs f32 {:+.4}), max |Δ probability| {:.4}, {} flips at the 1% point",
+            p.kernel,
+            fmt(p.ap),
+            p.ap_delta.unwrap_or(f64::NAN),
+            p.max_probability_delta,
+            p.flips_at_1pct
+        );
+    }
+    println!(
+        "  {:<28} {:>4} {:>4} {:>4}  {:>5}  {:>7}  {:>9}  {:>9}  {:>5}",
+        "held-out group", "cls", "n", "fold", "AP", "ROC-AUC", "TPR@1%", "FPR@1%pt", "ECE"
+    );
+    for g in &r.groups {
+        println!(
+            "  {:<28} {:>4} {:>4} {:>4}  {:>5}  {:>7}  {:>9}  {:>9}  {:.3}",
+            g.group,
+            g.class,
+            g.n,
+            g.fold,
+            fmt(g.ap),
+            fmt(g.roc_auc),
+            fmt(g.tpr_at_1pct_fpr),
+            fmt(g.fpr_at_1pct_point),
+            g.ece
+        );
+    }
 }
 
 /// Runs `eval`; returns the report's path.
@@ -171,7 +444,25 @@ pub fn eval(
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let samples = data::list(data_dir)?;
     println!("engine: {}", det.kernel());
-    let r = eval::evaluate(&det, &samples);
+    // Figures on files the model trained on are training-set figures, not quality.
+    let trained_on: std::collections::HashSet<String> =
+        std::fs::read_to_string(model_dir.join(TRAINED_ON))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+    let seen = samples
+        .iter()
+        .filter(|s| {
+            std::fs::read(&s.path).is_ok_and(|b| trained_on.contains(&lg_events::sha256_hex(&b)))
+        })
+        .count();
+    if seen > 0 {
+        println!(
+            "WARNING: the model trained on {seen} of these {} files: these are training-set figures, not quality figures (see `cross-validate`)",
+            samples.len()
+        );
+    }
+    let mut r = eval::evaluate(&det, &samples);
+    r.trained_on_files = seen;
     let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.4}"));
     for (name, m) in [("clean", &r.clean), ("jpeg75+0.5x", &r.robust_jpeg75_half)] {
         println!(

@@ -49,10 +49,48 @@ pub struct RunStats {
     pub abandoned: u64,
 }
 
+/// Fails where the policy names a model operating point (`fpr:1%`) that the loaded model's
+/// card does not have: that action would silently never fire.
+pub fn check_operating_points(
+    policy: &lg_policy::Policy,
+    detector: &lg_detector::Detector,
+) -> anyhow::Result<()> {
+    let Some(model) = detector.model_version() else {
+        return Ok(());
+    };
+    let points = detector.model_operating_points();
+    let missing: Vec<String> = policy
+        .model_fprs()
+        .into_iter()
+        .filter(|&f| !points.iter().any(|p| lg_policy::same_rate(p.fpr, f)))
+        .map(|f| lg_policy::OperatingPoint::Fpr(f).to_string())
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "policy {} names model operating points {} that model {model} does not have (its card \
+         has {}); use a model trained with `train --cv-report` (models/README.md), or a raw \
+         probability in the policy",
+        policy.version(),
+        missing.join(", "),
+        if points.is_empty() {
+            "none".to_owned()
+        } else {
+            points
+                .iter()
+                .map(|p| lg_policy::OperatingPoint::Fpr(p.fpr).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    Ok(())
+}
+
 /// Builds the processor from settings.
 pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
     let fetcher = lg_ingest::fetch::ImageFetcher::new(settings.fetch_config()?)?;
     let detector = settings.detector()?;
+    let policy = settings.load_policy()?;
+    check_operating_points(&policy, &detector)?;
     let analysis_version = settings.analysis_version(&detector);
     let handle = DetectorHandle::spawn(
         detector,
@@ -63,7 +101,7 @@ pub fn build_processor(settings: &Settings) -> anyhow::Result<Processor> {
     Ok(Processor {
         fetcher,
         detector: handle,
-        policy: Arc::new(settings.load_policy()?),
+        policy: Arc::new(policy),
         limits: settings.validation_limits(),
         cache: settings.score_cache()?,
         analysis_version,

@@ -2,10 +2,16 @@
 //! and model, written as `mode = replay` decisions to a re-audit topic.
 //!
 //! - **Window.** Each partition is read from the broker's time lookup of `from` (the first
-//!   offset with a timestamp at or after it) up to the high-water mark taken at start, and every
-//!   record is also filtered by its own timestamp: some brokers answer a lookup past the end
-//!   with offset 0, and producer timestamps need not be monotonic, so `to` cannot bound the
-//!   offsets safely.
+//!   offset with a timestamp at or after it) up to its time lookup of `to` (the first offset
+//!   past the window), both taken at start; a partition with nothing at or after `to` is read
+//!   to its high-water mark at start. The records past `to` that are not read are counted in the
+//!   summary (`skipped_after_window`). Every record read is also filtered by its own timestamp
+//!   (`outside_window`): producer timestamps need not be monotonic. A lookup answered with an
+//!   offset before the partition's start (some brokers answer one past the end with 0) counts
+//!   as "nothing at or after" (so does one at the start itself: an empty window there is read
+//!   to the end, filtered).
+//! - **Invalid records** met on the way are listed in the summary and the checkpoint (partition,
+//!   offset, error class; the first [`MAX_INVALID_LISTED`]) and counted; they go to no topic.
 //! - **No interference.** The consumer is assigned its partitions (no group membership, no
 //!   commits); nothing is written to the live decision, label or dead-letter topics. Labels are
 //!   not emitted at all: a re-audit never re-enforces.
@@ -68,8 +74,10 @@ pub struct ReplayStats {
     pub outside_window: u64,
     /// Decisions written.
     pub decisions: u64,
-    /// Records that are not valid listing events (counted, not dead-lettered again).
+    /// Records that are not valid listing events (counted and listed, not dead-lettered again).
     pub invalid: u64,
+    /// Records past the window's end (by the time lookup of `to`) that were not read.
+    pub skipped_after_window: u64,
     /// Decisions the broker refused for good (e.g. over its message size limit).
     pub refused: u64,
 }
@@ -81,10 +89,29 @@ pub struct PartitionRange {
     pub partition: i32,
     /// First offset of the window.
     pub start: i64,
-    /// One past the last offset read.
+    /// One past the last offset read: the first offset at or after `to`.
     pub end: i64,
     /// Next offset to read (everything before it is done).
     pub next: i64,
+    /// The high-water mark at start: `high - end` records after the window are skipped.
+    #[serde(default)]
+    pub high: i64,
+}
+
+/// The most invalid records a replay lists (all are counted).
+pub const MAX_INVALID_LISTED: usize = 1000;
+
+/// An invalid record met during a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The dead-letter error class it would have in the live pipeline.
+    pub error_class: lg_events::DeadLetterClass,
+    /// The error message.
+    pub error: String,
 }
 
 /// The checkpoint file.
@@ -102,6 +129,9 @@ pub struct Checkpoint {
     pub partitions: Vec<PartitionRange>,
     /// Whether the whole window is done.
     pub complete: bool,
+    /// Invalid records met so far (the first [`MAX_INVALID_LISTED`]).
+    #[serde(default)]
+    pub invalid_records: Vec<InvalidRecord>,
 }
 
 impl Checkpoint {
@@ -164,6 +194,7 @@ fn plan(
     consumer: &StreamConsumer,
     topic: &str,
     from: DateTime<Utc>,
+    to: DateTime<Utc>,
 ) -> anyhow::Result<Vec<PartitionRange>> {
     let timeout = Duration::from_secs(10);
     let parts = lg_ingest::consumer::partitions(consumer, topic, timeout)
@@ -181,10 +212,11 @@ fn plan(
             .map(|e| (e.partition(), e.offset()))
             .collect())
     };
-    // The lookup gives the first offset whose timestamp is at or after `from`, so no record of
-    // the window lies before it. The end is the high-water mark: producer timestamps need not
-    // be monotonic, so a lookup of `to` could cut off in-window records after it.
+    // The lookups give the first offset whose timestamp is at or after `from` (no record of
+    // the window lies before it) and at or after `to` (the first past the window, as far as
+    // the broker's time index knows: records written later with older timestamps are not read).
     let starts = lookup(from)?;
+    let ends = lookup(to)?;
     let mut out = Vec::new();
     for p in parts {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
@@ -193,12 +225,19 @@ fn plan(
             // No record at or after `from`.
             _ => high,
         };
-        let end = high;
+        let end = match ends.get(&p) {
+            Some(Offset::Offset(o)) if *o > start => (*o).min(high),
+            // No record at or after `to`, or an answer at or before the start (a broker that
+            // answers a lookup past the end with 0 cannot be told from an empty window there):
+            // read to the end, filtered by timestamp.
+            _ => high,
+        };
         out.push(PartitionRange {
             partition: p,
             start,
             end,
             next: start,
+            high,
         });
     }
     Ok(out)
@@ -254,12 +293,18 @@ pub async fn run(
             topic: topic.clone(),
             from: args.from,
             to: args.to,
-            partitions: plan(&consumer, &topic, args.from)?,
+            partitions: plan(&consumer, &topic, args.from, args.to)?,
             complete: false,
+            invalid_records: Vec::new(),
         },
     };
     checkpoint.save(&args.checkpoint_dir)?;
     let total = checkpoint.remaining();
+    let skipped_after_window = checkpoint
+        .partitions
+        .iter()
+        .map(|p| (p.high - p.end).max(0) as u64)
+        .sum();
     let mut open: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in &checkpoint.partitions {
@@ -287,7 +332,10 @@ pub async fn run(
         outputs,
         tracker: Mutex::new(OffsetTracker::new()),
         checkpoint: Mutex::new(checkpoint),
-        stats: Mutex::new(ReplayStats::default()),
+        stats: Mutex::new(ReplayStats {
+            skipped_after_window,
+            ..ReplayStats::default()
+        }),
         window: (args.from.timestamp_millis(), args.to.timestamp_millis()),
     });
     if !open.is_empty() {
@@ -409,8 +457,21 @@ async fn handle(sh: &Shared, rec: InputRecord, in_window: bool) {
                 }
                 r
             }
-            Outcome::Dead(_) => {
+            Outcome::Dead(d) => {
                 sh.stats.lock().expect("stats lock").invalid += 1;
+                let mut c = sh.checkpoint.lock().expect("checkpoint lock");
+                let seen = c
+                    .invalid_records
+                    .iter()
+                    .any(|r| (r.partition, r.offset) == (d.source.partition, d.source.offset));
+                if !seen && c.invalid_records.len() < MAX_INVALID_LISTED {
+                    c.invalid_records.push(InvalidRecord {
+                        partition: d.source.partition,
+                        offset: d.source.offset,
+                        error_class: d.error_class,
+                        error: d.error_message.clone(),
+                    });
+                }
                 Ok(())
             }
         };
@@ -522,6 +583,7 @@ pub async fn command(
             "run_id": args.run_id,
             "complete": checkpoint.complete,
             "stats": stats,
+            "invalid_records": checkpoint.invalid_records,
             "cache": cache_stats.map(|c| serde_json::json!({"hits": c.hits, "misses": c.misses})),
         })
     );

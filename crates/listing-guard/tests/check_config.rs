@@ -30,6 +30,19 @@ fn example_passes_bad_values_fail_and_secrets_are_masked() {
         "{stdout}"
     );
 
+    // The example leaves detector.model_dir empty: the shipped model runs, and the line says
+    // where it was found.
+    assert!(
+        stdout.contains("model npr-small@sha256:") && stdout.contains("models/npr-small)"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[("LISTING_GUARD__DETECTOR__MODEL_DIR", "none")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("model none)"), "{stdout}");
+
     let (ok, _, stderr) = check(
         &["deploy/config.example.toml"],
         &[("LISTING_GUARD__PIPELINE__MAX_IN_FLIGHT", "0")],
@@ -78,4 +91,34 @@ fn example_passes_bad_values_fail_and_secrets_are_masked() {
     assert!(!ok);
     assert!(stderr.contains("enable.auto.offset.store"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_policy_naming_an_operating_point_the_model_lacks_is_refused() {
+    let dir = std::env::temp_dir().join(format!("lg-check-points-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policy/default.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap().replace(
+        "model_review_at = \"fpr:1%\"",
+        "model_review_at = \"fpr:2%\"",
+    );
+    assert!(
+        text.contains("fpr:2%"),
+        "the default policy names fpr:1% for review"
+    );
+    std::fs::write(&policy, text).unwrap();
+    let envs = [("LISTING_GUARD__POLICY__FILE", policy.to_str().unwrap())];
+    let (ok, _, stderr) = check(&["deploy/config.example.toml"], &envs);
+    assert!(!ok);
+    assert!(
+        stderr.contains("fpr:2%") && stderr.contains("does not have"),
+        "{stderr}"
+    );
+    // Without a model the policy's model rules are moot, and the config passes.
+    let (ok, _, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[envs[0], ("LISTING_GUARD__DETECTOR__MODEL_DIR", "none")],
+    );
+    assert!(ok, "{stderr}");
 }

@@ -1,7 +1,8 @@
 //! Datasets on disk and the augmentation pipeline.
 //!
 //! A dataset is a folder with `real/` and `ai/` subfolders (any depth). Files under
-//! `ai/<generator>/...` are grouped by `<generator>` for per-generator reports.
+//! `real/<source>/...` and `ai/<family>/...` are grouped by that first folder: per-generator
+//! reports and the leave-source-out cross-validation hold out whole groups.
 //!
 //! Real and AI images go through the **same** augmentation, and every training crop is
 //! re-encoded as JPEG, so the container format and its compression history cannot separate the
@@ -21,7 +22,8 @@ pub struct Sample {
     pub path: PathBuf,
     /// `true` for AI-generated.
     pub ai: bool,
-    /// `real`, or the first folder under `ai/` (`ai` when files sit directly in it).
+    /// The first folder under `real/` or `ai/`: the source or generator family (`real` or
+    /// `ai` when files sit directly in it).
     pub group: String,
 }
 
@@ -45,18 +47,14 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Sample>> {
         walk(&root, &mut files)?;
         files.sort();
         for path in files {
-            let group = if ai {
-                let rel = path.strip_prefix(&root).unwrap_or(&path);
-                match rel.components().count() {
-                    0 | 1 => "ai".to_owned(),
-                    _ => rel
-                        .components()
-                        .next()
-                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                }
-            } else {
-                "real".to_owned()
+            let rel = path.strip_prefix(&root).unwrap_or(&path);
+            let group = match rel.components().count() {
+                0 | 1 => sub.to_owned(),
+                _ => rel
+                    .components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             };
             out.push(Sample { path, ai, group });
         }
@@ -148,26 +146,56 @@ pub fn random_crop(img: &RgbImage, size: u32, rng: &mut StdRng) -> RgbImage {
     image::imageops::crop_imm(img, x, y, cw, ch).to_image()
 }
 
+/// [`augment`] in words, for model cards.
+pub const AUGMENTATION: &str = "same for both classes: random region; p=0.3 resize 0.5-1x; p=0.1 Gaussian blur sigma 0.1-1.0; p=0.3 colour jitter (brightness, contrast, saturation +-10%); JPEG re-encode q60-100 p=0.9; random crop; p=0.5 horizontal flip";
+
 /// The training augmentation, identical for both classes: a random region, then with some
-/// probability a downscale (0.5–1×) and a Gaussian blur (σ 0.1–1.5), always a JPEG re-encode
-/// (quality 60–100), then a random crop of `size`.
+/// probability a resize (0.5–1×), a Gaussian blur (σ 0.1–1.0) and a colour jitter, a JPEG
+/// re-encode (quality 60–100, nine times in ten), a random crop of `size` and a horizontal
+/// flip (see [`AUGMENTATION`]). Resizing and blurring weaken up-sampling traces, so they stay
+/// occasional: most crops keep the pixels' own statistics.
 pub fn augment(img: &RgbImage, size: u32, rng: &mut StdRng) -> RgbImage {
     // Work on a region twice the crop (enough for a 0.5× downscale) to keep this cheap.
     let region = random_crop(img, size * 2, rng);
     let mut x = region;
-    if rng.gen_bool(0.5) {
+    if rng.gen_bool(0.3) {
         let f = rng.gen_range(0.5..1.0);
         let scaled = downscale(&x, f);
         if scaled.width() >= size.min(x.width()) / 2 && scaled.height() >= 32 {
             x = scaled;
         }
     }
-    if rng.gen_bool(0.3) {
-        let sigma = rng.gen_range(0.1f32..1.5);
+    if rng.gen_bool(0.1) {
+        let sigma = rng.gen_range(0.1f32..1.0);
         x = image::imageops::blur(&x, sigma);
     }
-    x = jpeg_roundtrip(&x, rng.gen_range(60..=100));
-    random_crop(&x, size, rng)
+    if rng.gen_bool(0.3) {
+        colour_jitter(&mut x, rng);
+    }
+    if rng.gen_bool(0.9) {
+        x = jpeg_roundtrip(&x, rng.gen_range(60..=100));
+    }
+    let mut out = random_crop(&x, size, rng);
+    if rng.gen_bool(0.5) {
+        image::imageops::flip_horizontal_in_place(&mut out);
+    }
+    out
+}
+
+/// Brightness, contrast and saturation each scaled by up to ±10%.
+fn colour_jitter(img: &mut RgbImage, rng: &mut StdRng) {
+    let b: f32 = rng.gen_range(0.9..1.1);
+    let c: f32 = rng.gen_range(0.9..1.1);
+    let s: f32 = rng.gen_range(0.9..1.1);
+    for p in img.pixels_mut() {
+        let [r, g, bl] = p.0.map(f32::from);
+        let grey = 0.299 * r + 0.587 * g + 0.114 * bl;
+        p.0 = [r, g, bl].map(|v| {
+            let v = grey + (v - grey) * s;
+            let v = 128.0 + (v * b - 128.0) * c;
+            v.round().clamp(0.0, 255.0) as u8
+        });
+    }
 }
 
 /// The robustness perturbation of the evaluation: JPEG quality 75 after a 0.5× downscale.
@@ -226,12 +254,7 @@ mod tests {
         let groups: Vec<(&str, bool)> = s.iter().map(|s| (s.group.as_str(), s.ai)).collect();
         assert_eq!(
             groups,
-            vec![
-                ("real", false),
-                ("real", false),
-                ("ai", true),
-                ("sdxl", true)
-            ]
+            vec![("real", false), ("x", false), ("ai", true), ("sdxl", true)]
         );
         let v1: Vec<bool> = s.iter().map(|x| is_validation(x, 0.5, 7)).collect();
         let v2: Vec<bool> = s.iter().map(|x| is_validation(x, 0.5, 7)).collect();

@@ -72,6 +72,9 @@ pub struct Report {
     pub per_generator: BTreeMap<String, Metrics>,
     /// Files that could not be decoded or were too small to score.
     pub skipped: Vec<String>,
+    /// How many of the files the model trained on (its `trained-on.sha256`): when not zero,
+    /// these are training-set figures, not quality figures.
+    pub trained_on_files: usize,
 }
 
 /// The probability threshold with the highest TPR whose FPR is at most `max_fpr` (the lowest
@@ -147,6 +150,7 @@ pub fn evaluate(det: &NprDetector, samples: &[Sample]) -> Report {
         robust_jpeg75_half: Metrics::of(&robust, threshold),
         per_generator,
         skipped,
+        trained_on_files: 0,
     }
 }
 

@@ -332,6 +332,10 @@ impl PixelModel for NprDetector {
         ))
     }
 
+    fn operating_points(&self) -> &[lg_events::ModelOperatingPoint] {
+        &self.card.operating_points
+    }
+
     fn stage_nanos(&self) -> (u64, u64) {
         (
             self.crop_ns.load(Ordering::Relaxed),

@@ -9,6 +9,7 @@
 //! - [`data`]: datasets on disk and the augmentation pipeline.
 //! - [`train`]: seeded training with AdamW, calibration and the model card.
 //! - [`eval`]: evaluation reports, clean and perturbed, per generator.
+//! - [`cv`]: leave-source-out cross-validation, the figures reported as quality.
 //! - [`bfree`]: B-Free-style pairs: real photos reconstructed through a self-trained decoder.
 
 pub mod arch;
@@ -18,6 +19,7 @@ pub mod card;
 pub mod cpu;
 mod cpu_kernel;
 pub use cpu_kernel::peak_gflops;
+pub mod cv;
 pub mod data;
 pub mod eval;
 pub mod infer;

@@ -102,6 +102,39 @@ pub fn operating_point(scores: &[f64], labels: &[bool], max_fpr: f64) -> Option<
     best
 }
 
+/// [`operating_point`], or where no threshold fits the budget (the top-scored image is real)
+/// [`above_every_real`]. `None` unless both classes are present.
+pub fn operating_point_or_above(
+    scores: &[f64],
+    labels: &[bool],
+    max_fpr: f64,
+) -> Option<(f64, f64)> {
+    if !(labels.iter().any(|&l| l) && labels.iter().any(|&l| !l)) {
+        return None;
+    }
+    operating_point(scores, labels, max_fpr).or_else(|| above_every_real(scores, labels))
+}
+
+/// The operating point that flags no real photo: just above the highest real score (in `f32`,
+/// the precision of the card), with TPR 0. The rate asked for is below the resolution of the
+/// pooled real photos when even the top-scored image is real.
+pub fn above_every_real(scores: &[f64], labels: &[bool]) -> Option<(f64, f64)> {
+    let top = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, &ai)| !ai)
+        .map(|(&s, _)| s as f32)
+        .max_by(f32::total_cmp)?;
+    let above = f32::from_bits(top.to_bits() + 1);
+    let tpr = scores
+        .iter()
+        .zip(labels)
+        .filter(|(&s, &ai)| ai && s as f32 >= above)
+        .count() as f64
+        / labels.iter().filter(|&&ai| ai).count().max(1) as f64;
+    Some((f64::from(above), tpr))
+}
+
 /// Accuracy at a threshold (score ≥ threshold means AI).
 pub fn accuracy_at(scores: &[f64], labels: &[bool], threshold: f64) -> Option<f64> {
     if scores.is_empty() {

@@ -1,8 +1,11 @@
-//! Training with candle's autograd and AdamW, then Platt calibration on a validation split.
+//! Training with candle's autograd and AdamW (cosine learning-rate decay after a short warm-up).
+//! Calibration comes from a cross-validation ([`crate::cv`]), or, for quick experiments, from a
+//! validation split ([`fit_and_save`]).
 //!
 //! Seeded end to end: the weight initialisation (device seed), batch sampling and
 //! augmentations (a `StdRng` from the same seed), and the validation split (a hash of path and
-//! seed). Batches are class-balanced.
+//! seed). Batches are class-balanced, and within a class balanced over groups (sources or
+//! generator families), so that one big family does not stand for all of AI.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -43,6 +46,55 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Apply the augmentation pipeline (off only for tests on synthetic data).
     pub augment: bool,
+}
+
+impl TrainConfig {
+    /// The recipe as written to model cards and cross-validation reports.
+    pub fn recipe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "steps": self.steps, "batch": self.batch, "train_crop": self.train_crop,
+            "optimizer": "AdamW", "lr": self.lr, "lr_schedule": "linear warm-up (5%), cosine decay",
+            "weight_decay": self.weight_decay, "seed": self.seed,
+            "sampling": "class-balanced; within a class, groups (sources, families) uniformly",
+            "augmentation": if self.augment { crate::data::AUGMENTATION } else { "none" },
+        })
+    }
+}
+
+/// One training image and its group (source or generator family).
+#[derive(Debug, Clone, Copy)]
+pub struct TrainImage<'a> {
+    /// The pixels.
+    pub image: &'a RgbImage,
+    /// `true` for AI-generated.
+    pub ai: bool,
+    /// Source or family; sampling is uniform over the groups of a class.
+    pub group: &'a str,
+}
+
+impl<'a> TrainImage<'a> {
+    /// Images without groups: each class one group.
+    pub fn ungrouped(images: &'a [(RgbImage, bool)]) -> Vec<Self> {
+        images
+            .iter()
+            .map(|(image, ai)| Self {
+                image,
+                ai: *ai,
+                group: if *ai { "ai" } else { "real" },
+            })
+            .collect()
+    }
+}
+
+/// The learning rate at `step`: linear warm-up over the first 5% of steps, then cosine decay
+/// to 5% of the peak.
+fn learning_rate(peak: f64, step: usize, steps: usize) -> f64 {
+    let warm = (steps / 20).max(1);
+    if step < warm {
+        return peak * (step + 1) as f64 / warm as f64;
+    }
+    let t = (step - warm) as f64 / (steps - warm).max(1) as f64;
+    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
 
 impl Default for TrainConfig {
@@ -92,27 +144,26 @@ pub struct Trained {
     pub losses: Vec<f32>,
 }
 
-/// Trains on decoded images (`true` = AI). `on_step(step, loss)` reports progress.
+/// Trains on decoded images. `on_step(step, loss)` reports progress.
 pub fn train(
-    images: &[(RgbImage, bool)],
+    images: &[TrainImage<'_>],
     cfg: &TrainConfig,
     device: &Device,
     on_step: &mut dyn FnMut(usize, f32),
 ) -> Result<Trained, TrainError> {
-    let real: Vec<&RgbImage> = images
-        .iter()
-        .filter(|(_, ai)| !ai)
-        .map(|(i, _)| i)
-        .collect();
-    let ai: Vec<&RgbImage> = images
-        .iter()
-        .filter(|(_, ai)| *ai)
-        .map(|(i, _)| i)
-        .collect();
+    // Per class: its groups (sorted, for reproducibility), each with its images.
+    let pools = |ai: bool| -> Vec<Vec<&RgbImage>> {
+        let mut by: BTreeMap<&str, Vec<&RgbImage>> = BTreeMap::new();
+        for t in images.iter().filter(|t| t.ai == ai) {
+            by.entry(t.group).or_default().push(t.image);
+        }
+        by.into_values().collect()
+    };
+    let (real, ai) = (pools(false), pools(true));
     if real.is_empty() || ai.is_empty() {
         return Err(TrainError::NotEnoughData {
-            real: real.len(),
-            ai: ai.len(),
+            real: real.iter().map(Vec::len).sum(),
+            ai: ai.iter().map(Vec::len).sum(),
         });
     }
     let mut rng = StdRng::seed_from_u64(cfg.seed);
@@ -135,11 +186,13 @@ pub fn train(
     let norm = Normalisation::default();
     let mut losses = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
+        opt.set_learning_rate(learning_rate(cfg.lr, step, cfg.steps));
         let mut xs = Vec::with_capacity(cfg.batch);
         let mut ys = Vec::with_capacity(cfg.batch);
         for k in 0..cfg.batch.max(2) {
             let is_ai = k % 2 == 1;
-            let pool = if is_ai { &ai } else { &real };
+            let groups = if is_ai { &ai } else { &real };
+            let pool = &groups[rng.gen_range(0..groups.len())];
             let img = pool[rng.gen_range(0..pool.len())];
             let crop = if cfg.augment {
                 augment(img, cfg.train_crop, &mut rng)
@@ -243,21 +296,18 @@ pub struct Validation {
     pub threshold: f32,
 }
 
-/// Saves the weights, fits calibration and the threshold on `val` (pre-processed like the
-/// training inputs: one JPEG re-encode at quality 90), and writes the model card.
-pub fn fit_and_save(
+/// Saves the weights and a card with identity calibration (the caller calibrates).
+pub fn save(
     trained: &Trained,
     cfg: &TrainConfig,
-    val: &[(RgbImage, bool)],
     training_summary: BTreeMap<String, serde_json::Value>,
     out: &Path,
-    device: &Device,
-) -> Result<(ModelCard, Validation), TrainError> {
+) -> Result<ModelCard, TrainError> {
     std::fs::create_dir_all(out)?;
     let weights_file = "model.safetensors";
     trained.varmap.save(out.join(weights_file))?;
     let sha = lg_events::sha256_hex(&std::fs::read(out.join(weights_file))?);
-    let mut card = ModelCard {
+    let card = ModelCard {
         name: cfg.name.clone(),
         architecture: ARCHITECTURE.into(),
         parameters: parameter_count(&trained.varmap),
@@ -276,8 +326,24 @@ pub fn fit_and_save(
         training: training_summary,
         metrics: BTreeMap::new(),
     };
-    // Score the validation split with the folded inference graph, read back from disk.
     card.save(out)?;
+    Ok(card)
+}
+
+/// Saves the weights, fits calibration and the threshold on `val` (pre-processed like the
+/// training inputs: one JPEG re-encode at quality 90), and writes the model card. For quick
+/// experiments: a validation split shares sources with training, so its figures are not
+/// quality figures ([`crate::cv`] gives those).
+pub fn fit_and_save(
+    trained: &Trained,
+    cfg: &TrainConfig,
+    val: &[(RgbImage, bool)],
+    training_summary: BTreeMap<String, serde_json::Value>,
+    out: &Path,
+    device: &Device,
+) -> Result<(ModelCard, Validation), TrainError> {
+    let mut card = save(trained, cfg, training_summary, out)?;
+    // Score the validation split with the folded inference graph, read back from disk.
     // Calibrated in f32, the reference arithmetic the card describes.
     let det = NprDetector::load_with(out, device.clone(), crate::cpu::Precision::F32)?;
     let imgs: Vec<DynamicImage> = val
@@ -308,6 +374,19 @@ pub fn fit_and_save(
     let threshold = threshold_at_fpr(&scored, 0.01).unwrap_or(0.5) as f32;
     card.calibration = calibration;
     card.threshold = threshold;
+    // The same rates as a cross-validation writes, here on the validation split (which shares
+    // sources with training: `train --cv-report` gives out-of-fold points instead).
+    let probs: Vec<f64> = scored.iter().map(|s| s.probability).collect();
+    card.operating_points = crate::cv::OPERATING_FPRS
+        .iter()
+        .filter_map(|&fpr| {
+            let (t, _) = crate::metrics::operating_point_or_above(&probs, &ls, fpr)?;
+            Some(lg_events::ModelOperatingPoint {
+                fpr: fpr as f32,
+                threshold: t as f32,
+            })
+        })
+        .collect();
     card.save(out)?;
     Ok((
         card,
@@ -356,7 +435,7 @@ mod tests {
             ..Default::default()
         };
         let dev = Device::Cpu;
-        let trained = train(&data, &cfg, &dev, &mut |_, _| {}).unwrap();
+        let trained = train(&TrainImage::ungrouped(&data), &cfg, &dev, &mut |_, _| {}).unwrap();
         let first: f32 = trained.losses[..5].iter().sum::<f32>() / 5.0;
         let last: f32 = trained.losses[cfg.steps - 5..].iter().sum::<f32>() / 5.0;
         assert!(
@@ -394,21 +473,40 @@ mod tests {
             steps: 3,
             ..Default::default()
         };
-        let a = train(&data, &cfg, &Device::Cpu, &mut |_, _| {})
+        let losses = || {
+            train(
+                &TrainImage::ungrouped(&data),
+                &cfg,
+                &Device::Cpu,
+                &mut |_, _| {},
+            )
             .unwrap()
-            .losses;
-        let b = train(&data, &cfg, &Device::Cpu, &mut |_, _| {})
-            .unwrap()
-            .losses;
+            .losses
+        };
+        let (a, b) = (losses(), losses());
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn the_learning_rate_warms_up_then_decays() {
+        let lr = |s| learning_rate(1.0, s, 100);
+        assert!(lr(0) < lr(4));
+        assert!((lr(5) - 1.0).abs() < 1e-9);
+        assert!(lr(50) < lr(5) && lr(99) < lr(50));
+        assert!((lr(99) - 0.05).abs() < 0.01);
     }
 
     #[test]
     fn refuses_one_class() {
         let data: Vec<(RgbImage, bool)> = toy_set(2).into_iter().filter(|(_, ai)| !ai).collect();
-        let e = train(&data, &TrainConfig::default(), &Device::Cpu, &mut |_, _| {})
-            .err()
-            .unwrap();
+        let e = train(
+            &TrainImage::ungrouped(&data),
+            &TrainConfig::default(),
+            &Device::Cpu,
+            &mut |_, _| {},
+        )
+        .err()
+        .unwrap();
         assert!(matches!(e, TrainError::NotEnoughData { real: 2, ai: 0 }));
     }
 }
