@@ -85,9 +85,9 @@ pub struct CrossValidateArgs {
     /// The recipe, as for `train` (`--out` is the work folder: fold models, report, scores).
     #[command(flatten)]
     pub train: TrainArgs,
-    /// Folds; whole sources and families are dealt to them.
-    #[arg(long, default_value_t = 5)]
-    pub folds: usize,
+    /// Folds (at least 2); whole sources and families are dealt to them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    pub folds: u16,
     /// Real sources that are e-commerce-like (garments, people, products), reported apart;
     /// comma-separated group names.
     #[arg(long, value_delimiter = ',')]
@@ -307,7 +307,7 @@ pub fn cross_validate(a: &CrossValidateArgs) -> anyhow::Result<CvReport> {
     let refs: Vec<&Sample> = samples.iter().collect();
     let (loaded, skipped) = load_all(&refs);
     let cfg = CvConfig {
-        folds: a.folds,
+        folds: usize::from(a.folds),
         train: a.train.config(),
         ecommerce_groups: a.ecommerce.clone(),
         reuse_folds: a.resume,

@@ -3,7 +3,7 @@
 //!
 //! Every file belongs to a group: its source (a real photo collection) or its generator family
 //! (the first folder under `real/` or `ai/`). Whole groups are assigned to folds, so a held-out
-//! file's source or family was never seen in training. Each fold trains on the other folds and
+//! file's group was never seen in training; a family split over two folders is two groups. Each fold trains on the other folds and
 //! scores its own files as the pipeline does (the decoded file, full-resolution crops, mean
 //! crop logit), plus two variants:
 //!

@@ -86,8 +86,9 @@ pub fn operating_point(scores: &[f64], labels: &[bool], max_fpr: f64) -> Option<
     let mut k = 0;
     while k < order.len() {
         // Move the threshold past every sample with this score at once.
-        let s = scores[order[k]];
-        while k < order.len() && scores[order[k]] == s {
+        // The first sample always moves, so a NaN score (never equal to itself) cannot stall it.
+        let (s, start) = (scores[order[k]], k);
+        while k < order.len() && (k == start || scores[order[k]] == s) {
             if labels[order[k]] {
                 tp += 1.0;
             } else {
@@ -217,6 +218,13 @@ mod tests {
         // The top score is negative: no threshold has FPR 0, so TPR at 0% FPR is 0.
         close(tpr_at_fpr(&[0.9, 0.1], &[false, true], 0.0), 0.0);
         assert_eq!(operating_point(&[0.9, 0.1], &[false, true], 0.0), None);
+    }
+
+    #[test]
+    fn a_nan_score_does_not_stall_the_operating_point() {
+        // total_cmp ranks NaN first; it must be passed like any other score, not looped on.
+        let p = operating_point(&[f64::NAN, 0.9, 0.1], &[true, true, false], 0.0);
+        assert_eq!(p.map(|(t, _)| t), Some(0.9));
     }
 
     #[test]
