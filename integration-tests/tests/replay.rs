@@ -434,7 +434,7 @@ async fn replay_windows_cache_diff_resume_and_live_traffic() {
         cache: &replay_cache,
         ..replay
     }
-    .command("r3", DAYS[2], DAYS[3], &["--max-rate", "25"]);
+    .command("r3", DAYS[2], DAYS[3], &["--max-rate", "10"]);
     let replaying = tokio::task::spawn_blocking(move || {
         day3.stdout(Stdio::null()).status().expect("replay r3 runs")
     });
@@ -444,8 +444,8 @@ async fn replay_windows_cache_diff_resume_and_live_traffic() {
             c.by_event().len() >= 3 * PER_DAY + 200
         })
         .await;
-    // At 25 records/s the day-3 replay takes 40 s; the live pipeline decides its 200 new
-    // listings meanwhile, not after it.
+    // At 10 records/s the day-3 replay takes 100 s; the live pipeline (metadata only here)
+    // decides its 200 new listings meanwhile, not after it, with a wide margin for a slow CI.
     assert!(
         !replaying.is_finished(),
         "the live pipeline decided 200 new listings only after the day-3 replay had finished"
