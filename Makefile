@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
-.PHONY: help system-deps demo test lint check-deploy unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-decode bench-replay bench-e2e train-data train-model cross-validate heldout-model
+.PHONY: help system-deps demo test lint check-deploy unit integration test-replay test-reliability fuzz build broker-install broker-up broker-down schemas clean bench-model bench-decode bench-replay bench-e2e train-data train-model compare-models train-npr cross-validate heldout-model
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -86,7 +86,7 @@ bench-e2e: ## End to end vs the Python reference pipeline on the same broker and
 	$(MAKE) broker-up
 	status=0; LISTING_GUARD_BIN=$(CURDIR)/target/release/listing-guard $(CARGO) bench -p lg-benches --bench e2e || status=$$?; $(MAKE) broker-down; exit $$status
 
-# The shipped model's recipe: cross-validation and the final fit share it (train --cv-report checks).
+# The NPR network's recipe: cross-validation and the final fit share it (train --cv-report checks).
 TRAIN_RECIPE := --steps 200 --batch 16
 ECOMMERCE := vton-inputs-catvton,vton-inputs-fitdit,vton-inputs-ootdiffusion,rembg-examples,paint-by-example-inputs
 CV_REPORT := models/npr-small/cv-report.json
@@ -95,10 +95,16 @@ train-data:
 	models/prepare_data.sh target/train-data
 	$(CARGO) build --release -p listing-guard
 
-train-model: train-data ## Rebuild the shipped model (~15 min, seeded): train on everything, calibration and operating points from the committed cross-validation report
+train-model: train-data ## Rebuild the shipped model, models/residual-lr (~3 min, seeded): its leave-family-out cross-validation (models/families.tsv), then the fit on everything
+	target/release/listing-guard train-features --data target/train-data --out models/residual-lr --work target/cv-features --ecommerce $(ECOMMERCE) --families models/families.tsv
+
+compare-models: train-data ## The feature model on the network's leave-source-out folds, and both combined (~3 min; needs target/cv/oof.json from make cross-validate): target/compare/
+	target/release/listing-guard train-features --data target/train-data --out target/compare/model --work target/compare --ecommerce $(ECOMMERCE) --npr-oof target/cv/oof.json
+
+train-npr: train-data ## Rebuild the NPR network, models/npr-small (~15 min, seeded): train on everything, calibration and operating points from the committed cross-validation report
 	target/release/listing-guard train --data target/train-data --out models/npr-small $(TRAIN_RECIPE) --cv-report $(CV_REPORT)
 
-cross-validate: train-data ## Leave-source-out cross-validation of the recipe (~70 min): 5 folds of whole groups into target/cv, report copied to models/npr-small/cv-report.json
+cross-validate: train-data ## Leave-source-out cross-validation of the NPR recipe (~70 min): 5 folds of whole groups into target/cv, report copied to models/npr-small/cv-report.json
 	target/release/listing-guard cross-validate --data target/train-data --out target/cv $(TRAIN_RECIPE) --ecommerce $(ECOMMERCE)
 	cp target/cv/report.json $(CV_REPORT)
 

@@ -1,7 +1,9 @@
 //! `make bench-model`: the learned detector's throughput on this CPU, candle against ONNX Runtime
 //! on the same weights, side by side.
 //!
-//! Prints images/s for preprocessing (5 crops of 224 from a 1024x768 photo) and crops/s for
+//! Prints the shipped residual-feature model's crops/s (feature extraction and the linear model,
+//! one thread), then, for the NPR network, images/s for preprocessing (5 crops of 224 from a
+//! 1024x768 photo) and crops/s for
 //! inference at batch 1, 8 and 32 (224x224 crops) on the CPU paths side by side: the candle
 //! graph (stock `conv2d`, BatchNorm folded), the CPU engine (`lg_model::cpu`) in f32, and the
 //! CPU engine at `Precision::Bf16` (the AMX tile unit or AVX512-BF16 where the CPU has either;
@@ -75,6 +77,21 @@ fn main() {
         secs,
     );
     println!("preprocess (5 crops of 224 from 1024x768): {pre:>8.1} images/s");
+
+    // The shipped residual-feature model: no network, so its cost is all feature extraction.
+    let features = lg_model::features::FeatureDetector::load(&root.join("models/residual-lr"))
+        .expect("models/residual-lr loads");
+    let one = per_second(
+        || {
+            std::hint::black_box(features.crop_logits(&photo));
+            5
+        },
+        secs,
+    );
+    println!(
+        "residual-lr (shipped feature model, 5 crops of 224 from 1024x768, one thread): {one:>8.1} crops/s = {:.1} images/s",
+        one / 5.0
+    );
 
     let crop = crop_tensor(&photo, (0, 0, 224, 224), norm.mean, norm.std, &Device::Cpu).unwrap();
     let mut crop_hwc = Vec::new();

@@ -43,7 +43,8 @@ async fn hostile_corpus_lands_where_it_must_and_the_pipeline_stays_up() {
         .collect();
     produce_all(&topics.input, &records).await;
 
-    let model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/npr-small");
+    // The shipped model, as the pipeline runs by default.
+    let model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/residual-lr");
     let mut pipeline = start_pipeline_with(
         &topics,
         &[

@@ -11,8 +11,9 @@ use anyhow::{bail, Context as _};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// Name of the model shipped under `models/`.
-pub const SHIPPED_MODEL: &str = "models/npr-small";
+/// The model shipped under `models/`: the residual-feature model, the best of the compared
+/// models by the pooled out-of-fold figures (`models/README.md`).
+pub const SHIPPED_MODEL: &str = "models/residual-lr";
 
 /// `detector.model_dir` for metadata signals only, no pixel model.
 pub const NO_MODEL: &str = "none";
@@ -424,16 +425,15 @@ impl Settings {
             }
             return Ok(d);
         };
-        let m =
-            lg_model::infer::NprDetector::load_with(&dir, lg_model::device()?, self.precision()?)
-                .with_context(|| format!("detector.model_dir: loading {}", dir.display()))?;
+        let (m, kernel) = lg_model::load_any(&dir, lg_model::device()?, self.precision()?)
+            .with_context(|| format!("detector.model_dir: loading {}", dir.display()))?;
         tracing::info!(
-            model = %lg_detector::PixelModel::version(&m),
+            model = %m.version(),
             dir = %dir.display(),
-            kernel = m.kernel(),
+            kernel,
             "detector: pixel model loaded"
         );
-        Ok(d.with_model(std::sync::Arc::new(m)))
+        Ok(d.with_model(m))
     }
 
     /// `detector.c2pa_trust_anchors`, read and parsed.

@@ -51,6 +51,9 @@ enum Command {
     /// Leave-source-out cross-validation: whole sources and families held out per fold; the
     /// pooled out-of-fold figures, per-group table, calibration and operating points.
     CrossValidate(listing_guard::modelcmd::CrossValidateArgs),
+    /// Cross-validate (the same folds) and train the residual-feature model: statistics of the
+    /// high-frequency residual and a logistic regression, in plain Rust (a few minutes).
+    TrainFeatures(listing_guard::modelcmd::TrainFeaturesArgs),
     /// Write B-Free-style pairs: each real/ photo reconstructed by a self-trained decoder, into ai/bfree/.
     MakePairs {
         /// Folder with real/ (and ai/) subfolders.
@@ -68,8 +71,8 @@ enum Command {
         /// Folder with real/ and ai/ subfolders.
         #[arg(long)]
         data: PathBuf,
-        /// Model directory.
-        #[arg(long, default_value = "models/npr-small")]
+        /// Model directory (either kind).
+        #[arg(long, default_value = "models/residual-lr")]
         model: PathBuf,
         /// Where to write the JSON report.
         #[arg(long)]
@@ -206,6 +209,9 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => listing_guard::modelcmd::train(&args)?,
         Command::CrossValidate(args) => {
             listing_guard::modelcmd::cross_validate(&args)?;
+        }
+        Command::TrainFeatures(args) => {
+            listing_guard::modelcmd::train_features(&args)?;
         }
         Command::MakePairs { data, steps, seed } => {
             listing_guard::modelcmd::make_pairs(&data, steps, seed)?

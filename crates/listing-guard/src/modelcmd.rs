@@ -98,6 +98,157 @@ pub struct CrossValidateArgs {
     pub resume: bool,
 }
 
+/// Options of `train-features`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainFeaturesArgs {
+    /// Folder with real/ and ai/ subfolders.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output model directory (model.json, cv-report.json, trained-on.sha256).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Work folder of the cross-validation (report.json, oof.json, ensemble-report.json).
+    #[arg(long, default_value = "target/cv-features")]
+    pub work: PathBuf,
+    /// Folds (at least 2); whole sources and families are dealt to them, as `cross-validate`
+    /// deals them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..))]
+    pub folds: u16,
+    /// Real sources that are e-commerce-like, reported apart; comma-separated group names.
+    #[arg(long, value_delimiter = ',')]
+    pub ecommerce: Vec<String>,
+    /// Augmented training crops per image.
+    #[arg(long, default_value_t = 8)]
+    pub train_crops: usize,
+    /// Inverse L2 strength of the logistic regression.
+    #[arg(long, default_value_t = 0.1)]
+    pub c: f64,
+    /// Seed of the augmentation.
+    #[arg(long, default_value_t = 17)]
+    pub seed: u64,
+    /// Out-of-fold scores of a `cross-validate` run on the same data (its `oof.json`): also
+    /// report the two models combined (the folds must be the same: not with `--families`).
+    #[arg(long, conflicts_with = "families")]
+    pub npr_oof: Option<PathBuf>,
+    /// Generator families (`models/families.tsv`): folds hold out whole families instead of
+    /// whole folders, and the report's groups are the families.
+    #[arg(long)]
+    pub families: Option<PathBuf>,
+}
+
+/// Runs `train-features`: the feature model's leave-source-out cross-validation (the same
+/// folds as `cross-validate`), then the fit on every file, calibrated and given operating
+/// points from the out-of-fold scores.
+pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
+    use lg_model::features::{self, FeatureCard, FeatureRecipe};
+    let mut samples = data::list(&a.data)?;
+    if let Some(p) = &a.families {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        data::Families::parse(&text)
+            .and_then(|f| f.apply(&a.data, &mut samples))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let (loaded, skipped) = load_all(&refs);
+    let cfg = CvConfig {
+        folds: usize::from(a.folds),
+        ecommerce_groups: a.ecommerce.clone(),
+        ..CvConfig::default()
+    };
+    let recipe = FeatureRecipe {
+        crops_per_image: a.train_crops,
+        c: a.c,
+        seed: a.seed,
+        ..FeatureRecipe::default()
+    };
+    let kept: Vec<Sample> = loaded.iter().map(|l| l.sample.clone()).collect();
+    let fold_of = cv::assign_folds(&kept, cfg.folds, cfg.seed)?;
+    eprintln!(
+        "feature model: cross-validating on {} images ({} groups, {} skipped), {} folds of whole groups",
+        loaded.len(),
+        fold_of.len(),
+        skipped.len(),
+        cfg.folds
+    );
+    let t0 = std::time::Instant::now();
+    let (oof, _) = cv::run_features(&loaded, &fold_of, &recipe, &cfg)?;
+    let mut report = cv::report(&oof, &cfg, &fold_of);
+    report.recipe = recipe.describe();
+    report.recipe["grouping"] = serde_json::json!(match &a.families {
+        Some(p) => format!("leave-family-out: the families of {}", p.display()),
+        None => "leave-source-out: the first folder under real/ or ai/".to_owned(),
+    });
+    std::fs::create_dir_all(&a.work)?;
+    let write = |name: &str, json: String| -> anyhow::Result<()> {
+        std::fs::write(a.work.join(name), json + "\n")?;
+        Ok(())
+    };
+    write("oof.json", serde_json::to_string_pretty(&oof)?)?;
+    write("report.json", serde_json::to_string_pretty(&report)?)?;
+    print_cv(&report);
+    eprintln!("cross-validation took {:.0} s", t0.elapsed().as_secs_f64());
+    if let Some(p) = &a.npr_oof {
+        let npr: Vec<cv::OofScore> = serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a cross-validate oof.json", p.display()))?;
+        let (combined, platts) = cv::ensemble(&[&npr, &oof])
+            .with_context(|| format!("{} was not made on the same files and folds", p.display()))?;
+        let mut er = cv::report(&combined, &cfg, &fold_of);
+        er.recipe = serde_json::json!({
+            "ensemble": "sum of the members' calibrated log-odds, Platt on top (out of fold)",
+            "members": [p.display().to_string(), recipe.describe()],
+            "member_calibrations": platts,
+        });
+        write("ensemble-report.json", serde_json::to_string_pretty(&er)?)?;
+        println!("\nensemble (NPR + features):");
+        print_cv(&er);
+    }
+    // The shipped fit: every file.
+    let images: Vec<&RgbImage> = loaded.iter().map(|l| &l.image).collect();
+    let rows = features::training_rows_all(&recipe, &images);
+    let rows: Vec<&[Vec<f32>]> = rows.iter().map(Vec::as_slice).collect();
+    let labels: Vec<bool> = loaded.iter().map(|l| l.sample.ai).collect();
+    let model = features::fit_images(&rows, &labels, recipe.c)?;
+    let name = a.out.file_name().map_or_else(
+        || "residual-lr".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let card = FeatureCard {
+        name,
+        architecture: features::FEATURE_ARCHITECTURE.into(),
+        input: lg_model::card::InputSpec {
+            crop_size: recipe.crop_size,
+            crops_per_image: recipe.score_crops,
+        },
+        model,
+        calibration: report.calibration,
+        operating_points: card_operating_points(&report),
+        training: BTreeMap::from([
+            (
+                "data".into(),
+                serde_json::json!(a.data.display().to_string()),
+            ),
+            (
+                "train_files".into(),
+                counts(&loaded.iter().map(|l| l.sample).collect::<Vec<_>>()),
+            ),
+            ("skipped".into(), serde_json::json!(skipped)),
+            ("recipe".into(), report.recipe.clone()),
+        ]),
+        metrics: BTreeMap::from([("leave_source_out".into(), card_figures(&report))]),
+    };
+    card.save(&a.out)?;
+    std::fs::write(
+        a.out.join("cv-report.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    write_trained_on(&a.out, &loaded)?;
+    println!("wrote {}", a.out.display());
+    Ok(report)
+}
+
 fn load_all<'a>(samples: &[&'a Sample]) -> (Vec<cv::Loaded<'a>>, Vec<String>) {
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
@@ -229,33 +380,15 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         Some(r) => {
             let mut card = train::save(&trained, &cfg, summary, &a.out)?;
             card.calibration = r.calibration;
-            card.operating_points = r
-                .operating_points
-                .iter()
-                .map(|op| lg_events::ModelOperatingPoint {
-                    fpr: op.fpr as f32,
-                    threshold: op.threshold as f32,
-                })
-                .collect();
+            card.operating_points = card_operating_points(r);
             // The card's single threshold: the 1% FPR operating point.
             card.threshold = r
                 .operating_points
                 .iter()
                 .find(|op| (op.fpr - 0.01).abs() < 1e-9)
                 .map_or(0.5, |op| op.threshold as f32);
-            card.metrics.insert(
-                "leave_source_out".into(),
-                serde_json::json!({
-                    "folds": r.folds,
-                    "clean": r.clean,
-                    "confound_matched": r.confound_matched,
-                    "jpeg75_half": r.degraded,
-                    "operating_points": r.operating_points,
-                    "ecommerce_real": { "files": r.ecommerce_real_files, "flagged_at_fpr": r.ecommerce_real },
-                    "precision_vs_f32": r.precision,
-                    "groups": r.groups,
-                }),
-            );
+            card.metrics
+                .insert("leave_source_out".into(), card_figures(r));
             card
         }
         None => {
@@ -286,6 +419,31 @@ pub fn train(a: &TrainArgs) -> anyhow::Result<()> {
         card.calibration.b
     );
     Ok(())
+}
+
+/// A report's operating points as a card records them.
+fn card_operating_points(r: &CvReport) -> Vec<lg_events::ModelOperatingPoint> {
+    r.operating_points
+        .iter()
+        .map(|op| lg_events::ModelOperatingPoint {
+            fpr: op.fpr as f32,
+            threshold: op.threshold as f32,
+        })
+        .collect()
+}
+
+/// A report's figures as a card records them.
+fn card_figures(r: &CvReport) -> serde_json::Value {
+    serde_json::json!({
+        "folds": r.folds,
+        "clean": r.clean,
+        "confound_matched": r.confound_matched,
+        "jpeg75_half": r.degraded,
+        "operating_points": r.operating_points,
+        "ecommerce_real": { "files": r.ecommerce_real_files, "flagged_at_fpr": r.ecommerce_real },
+        "precision_vs_f32": r.precision,
+        "groups": r.groups,
+    })
 }
 
 fn write_trained_on(out: &Path, set: &[cv::Loaded<'_>]) -> anyhow::Result<()> {
@@ -365,7 +523,10 @@ fn fmt(v: Option<f64>) -> String {
 
 /// Prints a cross-validation report as tables.
 pub fn print_cv(r: &CvReport) {
-    println!("leave-source-out, {} folds, pooled out of fold:", r.folds);
+    let grouping = r.recipe["grouping"]
+        .as_str()
+        .map_or("leave-source-out", |g| g.split(':').next().unwrap_or(g));
+    println!("{grouping}, {} folds, pooled out of fold:", r.folds);
     for (name, f) in [
         ("clean", &r.clean),
         ("confound-matched", &r.confound_matched),
@@ -440,10 +601,10 @@ pub fn eval(
     report: Option<&Path>,
     precision: lg_model::cpu::Precision,
 ) -> anyhow::Result<PathBuf> {
-    let det = lg_model::infer::NprDetector::load_with(model_dir, lg_model::device()?, precision)
+    let (det, kernel) = lg_model::load_any(model_dir, lg_model::device()?, precision)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let samples = data::list(data_dir)?;
-    println!("engine: {}", det.kernel());
+    println!("engine: {kernel}");
     // Figures on files the model trained on are training-set figures, not quality.
     let trained_on: std::collections::HashSet<String> =
         std::fs::read_to_string(model_dir.join(TRAINED_ON))
@@ -461,7 +622,7 @@ pub fn eval(
             samples.len()
         );
     }
-    let mut r = eval::evaluate(&det, &samples);
+    let mut r = eval::evaluate(det.as_ref(), &samples);
     r.trained_on_files = seen;
     let fmt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |x| format!("{x:.4}"));
     for (name, m) in [("clean", &r.clean), ("jpeg75+0.5x", &r.robust_jpeg75_half)] {

@@ -33,7 +33,7 @@ fn example_passes_bad_values_fail_and_secrets_are_masked() {
     // The example leaves detector.model_dir empty: the shipped model runs, and the line says
     // where it was found.
     assert!(
-        stdout.contains("model npr-small@sha256:") && stdout.contains("models/npr-small)"),
+        stdout.contains("model residual-lr@sha256:") && stdout.contains("models/residual-lr)"),
         "{stdout}"
     );
     let (ok, stdout, stderr) = check(

@@ -118,13 +118,27 @@ fn fixtures_report_their_markers() {
 
 #[test]
 fn shipped_model_fills_the_model_fields() {
+    // No flag: the shipped residual-feature model, found above the binary.
+    model_fills_the_model_fields(&[], "residual-lr@sha256:");
+}
+
+#[test]
+fn the_network_fills_the_model_fields() {
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/npr-small");
     assert!(
         model.join("model.json").is_file(),
-        "the shipped model is missing at {}",
+        "the network is missing at {}",
         model.display()
     );
-    let dir = std::env::temp_dir().join(format!("lg-score-model-{}", std::process::id()));
+    model_fills_the_model_fields(&["--model", model.to_str().unwrap()], "npr-small@sha256:");
+}
+
+fn model_fills_the_model_fields(flags: &[&str], version: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "lg-score-model-{}-{}",
+        std::process::id(),
+        version.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let big = dir.join("big.png");
     std::fs::write(
@@ -140,14 +154,21 @@ fn shipped_model_fills_the_model_fields() {
         listing_guard::fixtures::png(&listing_guard::fixtures::photo(20, 20, 3)),
     )
     .unwrap();
-    let lines = score_with(&["--model", model.to_str().unwrap()], &[big, small, tiny]);
+    let lines = score_with(flags, &[big, small, tiny]);
     for v in &lines[..2] {
         let p = v["ai_probability"].as_f64().expect("probability present");
         assert!((0.0..=1.0).contains(&p), "{v}");
-        assert!(v["model"]["model_version"]
-            .as_str()
+        assert!(
+            v["model"]["model_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(version),
+            "{v}"
+        );
+        assert!(!v["model"]["operating_points"]
+            .as_array()
             .unwrap()
-            .starts_with("npr-small@sha256:"));
+            .is_empty());
     }
     // 500x300: a 5-crop grid of 224x224 crops; 256x192: one whole-image crop.
     assert_eq!(
@@ -164,7 +185,7 @@ fn shipped_model_fills_the_model_fields() {
             .len(),
         1
     );
-    // 20x20 decodes (over the 16 px minimum) but is under the network's 32 px: no model score.
+    // 20x20 decodes (over the 16 px minimum) but is under the models' 32 px: no model score.
     assert!(
         lines[2]["model"].is_null()
             && lines[2]["ai_probability"].is_null()

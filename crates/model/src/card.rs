@@ -42,6 +42,9 @@ pub enum ModelLoadError {
     /// An architecture this build does not implement.
     #[error("unsupported architecture {0:?} (this build implements {ARCHITECTURE:?})")]
     Architecture(String),
+    /// A model's parameters do not fit what this build computes.
+    #[error("model does not fit this build: {0}")]
+    Shape(String),
     /// The tensors do not fit the architecture.
     #[error("weights do not fit the architecture: {0}")]
     Tensors(#[from] candle_core::Error),
@@ -57,6 +60,13 @@ pub struct InputSpec {
     pub crop_size: u32,
     /// Crops scored per image (a grid over the image, never resized).
     pub crops_per_image: u32,
+}
+
+impl InputSpec {
+    /// The crops of a `width × height` image ([`crate::infer::crop_boxes`]).
+    pub fn crops(&self, width: u32, height: u32) -> Vec<crate::infer::CropBox> {
+        crate::infer::crop_boxes(width, height, self.crop_size, self.crops_per_image)
+    }
 }
 
 /// Per-channel normalisation applied to RGB values in [0, 1].

@@ -62,6 +62,65 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Sample>> {
     Ok(out)
 }
 
+/// Generator families of groups, for leave-family-out folds: `group[/subfolder] → family`
+/// (`models/families.tsv`). A file goes to the family of its longest matching key; a group
+/// with no key is its own family.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Families(std::collections::BTreeMap<String, String>);
+
+impl Families {
+    /// Parses `key<TAB>family` lines (`#` comments and blank lines skipped).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut map = std::collections::BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_end();
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, family) = line
+                .split_once('\t')
+                .filter(|(k, f)| !k.is_empty() && !f.trim().is_empty())
+                .ok_or_else(|| {
+                    format!("line {}: expected `group[/subfolder]<TAB>family`", n + 1)
+                })?;
+            if map
+                .insert(key.to_owned(), family.trim().to_owned())
+                .is_some()
+            {
+                return Err(format!("line {}: {key} is listed twice", n + 1));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// Replaces each sample's group by its family (`dir` is the folder `samples` were listed
+    /// from). Refuses a key that matches no file (a typo would silently keep two folders of
+    /// one family apart).
+    pub fn apply(&self, dir: &Path, samples: &mut [Sample]) -> Result<(), String> {
+        let mut used = std::collections::BTreeSet::new();
+        for s in samples.iter_mut() {
+            let class = if s.ai { "ai" } else { "real" };
+            let rel = s.path.strip_prefix(dir.join(class)).unwrap_or(&s.path);
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let sub = (parts.len() >= 3).then(|| format!("{}/{}", parts[0], parts[1]));
+            let key = sub
+                .filter(|k| self.0.contains_key(k))
+                .or_else(|| self.0.contains_key(&s.group).then(|| s.group.clone()));
+            if let Some(key) = key {
+                s.group.clone_from(&self.0[&key]);
+                used.insert(key);
+            }
+        }
+        match self.0.keys().find(|k| !used.contains(*k)) {
+            Some(k) => Err(format!("family key {k} matches no file")),
+            None => Ok(()),
+        }
+    }
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
@@ -218,6 +277,35 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_regroup_by_the_longest_key_and_refuse_unused_keys() {
+        let dir = Path::new("/d");
+        let s = |p: &str, ai: bool, g: &str| Sample {
+            path: dir.join(p),
+            ai,
+            group: g.to_owned(),
+        };
+        let mut samples = vec![
+            s("ai/mix/sdxl/a.png", true, "mix"),
+            s("ai/mix/other/b.png", true, "mix"),
+            s("ai/mix/c.png", true, "mix"),
+            s("ai/sd15/d.png", true, "sd15"),
+            s("ai/gan/e.png", true, "gan"),
+            s("real/cam/f.jpg", false, "cam"),
+        ];
+        let f = Families::parse("# comment\n\nmix\tsd1\nmix/sdxl\tsdxl\nsd15\tsd1\n").unwrap();
+        f.apply(dir, &mut samples).unwrap();
+        let groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
+        assert_eq!(groups, ["sdxl", "sd1", "sd1", "sd1", "gan", "cam"]);
+        let typo = Families::parse("mix/sdx1\tsdxl\n").unwrap();
+        assert!(typo
+            .apply(dir, &mut samples.clone())
+            .unwrap_err()
+            .contains("mix/sdx1"));
+        assert!(Families::parse("no tab here\n").is_err());
+        assert!(Families::parse("a\tb\na\tc\n").is_err());
+    }
     use rand::SeedableRng;
 
     #[test]

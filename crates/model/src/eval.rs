@@ -1,4 +1,4 @@
-//! Evaluation reports: metrics at the card's threshold, clean and under a robustness
+//! Evaluation reports: metrics at the card's 1% FPR operating point, clean and under a robustness
 //! perturbation (JPEG q75 after a 0.5× downscale), overall and per AI generator subfolder.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,8 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use crate::data::{degrade, Sample};
-use crate::infer::NprDetector;
 use crate::metrics;
+use lg_detector::PixelModel;
 
 /// One scored image.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +32,7 @@ pub struct Metrics {
     pub ap: Option<f64>,
     /// ROC AUC.
     pub roc_auc: Option<f64>,
-    /// Accuracy at the card's threshold.
+    /// Accuracy at the card's 1% FPR operating point.
     pub accuracy: Option<f64>,
     /// TPR at 1% FPR.
     pub tpr_at_1pct_fpr: Option<f64>,
@@ -88,14 +88,14 @@ pub fn threshold_at_fpr(scored: &[Scored], max_fpr: f64) -> Option<f64> {
 /// Scores files with `det`, each as read and after [`degrade`]; each file is read once.
 /// Files it cannot read or score are listed in the third value.
 pub fn score_samples(
-    det: &NprDetector,
+    det: &dyn PixelModel,
     samples: &[Sample],
 ) -> (Vec<Scored>, Vec<Scored>, Vec<String>) {
     let (mut clean, mut robust, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     let score = |img: &DynamicImage| {
-        det.crop_logits(&[img])
+        det.score_batch(&[img])
             .ok()
-            .and_then(|l| det.score_from_logits(&l[0]))
+            .and_then(|mut v| v.pop().flatten())
             .map(|s| f64::from(s.ai_probability))
     };
     for s in samples {
@@ -122,9 +122,13 @@ pub fn score_samples(
     (clean, robust, skipped)
 }
 
-/// Evaluates `det` on `samples`.
-pub fn evaluate(det: &NprDetector, samples: &[Sample]) -> Report {
-    let threshold = f64::from(det.card().threshold);
+/// Evaluates `det` on `samples`, at its 1% FPR operating point (0.5 where the card has none).
+pub fn evaluate(det: &dyn PixelModel, samples: &[Sample]) -> Report {
+    let threshold = det
+        .operating_points()
+        .iter()
+        .find(|op| (op.fpr - 0.01).abs() < 1e-6)
+        .map_or(0.5, |op| f64::from(op.threshold));
     let (clean, robust, mut skipped) = score_samples(det, samples);
     let mut per_generator = BTreeMap::new();
     let groups: std::collections::BTreeSet<&str> = clean
@@ -144,7 +148,7 @@ pub fn evaluate(det: &NprDetector, samples: &[Sample]) -> Report {
     }
     skipped.sort();
     Report {
-        model: lg_detector::PixelModel::version(det).to_owned(),
+        model: det.version().to_owned(),
         threshold,
         clean: Metrics::of(&clean, threshold),
         robust_jpeg75_half: Metrics::of(&robust, threshold),

@@ -292,29 +292,41 @@ impl NprDetector {
 
     /// Turns crop logits into a score.
     pub fn score_from_logits(&self, logits: &[f32]) -> Option<ModelScore> {
-        if logits.is_empty() {
-            return None;
-        }
-        let cal = &self.card.calibration;
-        let probs: Vec<f32> = logits
-            .iter()
-            .map(|&z| cal.probability(f64::from(z)) as f32)
-            .collect();
-        let mean_logit = logits.iter().map(|&z| f64::from(z)).sum::<f64>() / logits.len() as f64;
-        let ai_probability = cal.probability(mean_logit) as f32;
-        Some(ModelScore {
-            model_version: self.version.clone(),
-            ai_probability,
-            max_crop_probability: probs.iter().copied().fold(0.0, f32::max),
-            mean_crop_probability: probs.iter().sum::<f32>() / probs.len() as f32,
-            crop_probabilities: probs,
-            operating_points: self.card.operating_points.clone(),
-            crossed_fpr: lg_events::ModelOperatingPoint::crossed(
-                &self.card.operating_points,
-                ai_probability,
-            ),
-        })
+        calibrated_score(
+            &self.version,
+            &self.card.calibration,
+            &self.card.operating_points,
+            logits,
+        )
     }
+}
+
+/// A model's score from its crop logits: the calibrated mean logit, each crop's probability,
+/// and the strictest operating point crossed; `None` without crops.
+pub fn calibrated_score(
+    version: &str,
+    cal: &crate::calibrate::Platt,
+    operating_points: &[lg_events::ModelOperatingPoint],
+    logits: &[f32],
+) -> Option<ModelScore> {
+    if logits.is_empty() {
+        return None;
+    }
+    let probs: Vec<f32> = logits
+        .iter()
+        .map(|&z| cal.probability(f64::from(z)) as f32)
+        .collect();
+    let mean_logit = logits.iter().map(|&z| f64::from(z)).sum::<f64>() / logits.len() as f64;
+    let ai_probability = cal.probability(mean_logit) as f32;
+    Some(ModelScore {
+        model_version: version.to_owned(),
+        ai_probability,
+        max_crop_probability: probs.iter().copied().fold(0.0, f32::max),
+        mean_crop_probability: probs.iter().sum::<f32>() / probs.len() as f32,
+        crop_probabilities: probs,
+        operating_points: operating_points.to_vec(),
+        crossed_fpr: lg_events::ModelOperatingPoint::crossed(operating_points, ai_probability),
+    })
 }
 
 impl PixelModel for NprDetector {
@@ -323,13 +335,7 @@ impl PixelModel for NprDetector {
     }
 
     fn regions(&self, width: u32, height: u32) -> Option<Vec<lg_detector::Rect>> {
-        let spec = &self.card.input;
-        Some(crop_boxes(
-            width,
-            height,
-            spec.crop_size,
-            spec.crops_per_image,
-        ))
+        Some(self.card.input.crops(width, height))
     }
 
     fn operating_points(&self) -> &[lg_events::ModelOperatingPoint] {
