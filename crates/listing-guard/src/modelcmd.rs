@@ -442,6 +442,7 @@ fn card_figures(r: &CvReport) -> serde_json::Value {
         "operating_points": r.operating_points,
         "ecommerce_real": { "files": r.ecommerce_real_files, "flagged_at_fpr": r.ecommerce_real },
         "precision_vs_f32": r.precision,
+        "ece_cross_fitted": r.ece_cross_fitted,
         "groups": r.groups,
     })
 }
@@ -543,8 +544,10 @@ pub fn print_cv(r: &CvReport) {
         );
     }
     println!(
-        "  calibration a={:.3} b={:.3}; operating points:",
-        r.calibration.a, r.calibration.b
+        "  calibration a={:.3} b={:.3} (ECE with each fold calibrated on the others: {}); operating points:",
+        r.calibration.a,
+        r.calibration.b,
+        fmt(r.ece_cross_fitted)
     );
     for op in &r.operating_points {
         println!(

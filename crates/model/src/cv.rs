@@ -552,6 +552,11 @@ pub struct CvReport {
     /// The reduced-precision arithmetics against f32 ([`precision_check`]; empty until run).
     #[serde(default)]
     pub precision: Vec<PrecisionRow>,
+    /// ECE of the clean scores with each fold calibrated by a Platt fitted on the other folds'
+    /// out-of-fold scores only: what calibration is worth on a model whose scores it never
+    /// saw (the pooled `clean.ece` reuses the scores its calibration was fitted on).
+    #[serde(default)]
+    pub ece_cross_fitted: Option<f64>,
 }
 
 /// Pools out-of-fold scores into the report.
@@ -647,7 +652,30 @@ pub fn report(oof: &[OofScore], cfg: &CvConfig, fold_of: &BTreeMap<String, usize
         ecommerce_real,
         ecommerce_real_files: ecommerce.len(),
         precision: Vec::new(),
+        ece_cross_fitted: cross_fitted_ece(oof),
     }
+}
+
+/// See [`CvReport::ece_cross_fitted`]; `None` with fewer than two folds.
+fn cross_fitted_ece(oof: &[OofScore]) -> Option<f64> {
+    let folds: BTreeSet<usize> = oof.iter().map(|o| o.fold).collect();
+    if folds.len() < 2 {
+        return None;
+    }
+    let (mut probs, mut labels) = (Vec::new(), Vec::new());
+    for f in folds {
+        let (z, l): (Vec<f64>, Vec<bool>) = oof
+            .iter()
+            .filter(|o| o.fold != f)
+            .map(|o| (o.clean, o.ai))
+            .unzip();
+        let platt = Platt::fit(&z, &l);
+        for o in oof.iter().filter(|o| o.fold == f) {
+            probs.push(platt.probability(o.clean));
+            labels.push(o.ai);
+        }
+    }
+    metrics::expected_calibration_error(&probs, &labels, 10)
 }
 
 /// The share of one class at or above `threshold`.
@@ -757,6 +785,12 @@ mod tests {
         assert!(real_flagged / 200.0 <= 0.01);
         assert!(p1.threshold > 0.0 && p1.threshold < 1.0);
         assert_eq!(r.ecommerce_real_files, 100);
+        // One fold only: nothing to cross-fit.
+        assert_eq!(r.ece_cross_fitted, None);
+        let mut two = v.clone();
+        two.iter_mut().step_by(2).for_each(|o| o.fold = 1);
+        let e = report(&two, &cfg, &folds).ece_cross_fitted.unwrap();
+        assert!((0.0..=1.0).contains(&e));
         assert_eq!(r.ecommerce_real.len(), 4);
         // The degraded variant is scored lower here: its AP cannot be higher than clean's.
         assert!(r.degraded.ap.unwrap() <= r.clean.ap.unwrap() + 1e-12);
