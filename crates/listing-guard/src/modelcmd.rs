@@ -136,9 +136,9 @@ pub struct TrainFeaturesArgs {
     pub families: Option<PathBuf>,
 }
 
-/// Runs `train-features`: the feature model's leave-source-out cross-validation (the same
-/// folds as `cross-validate`), then the fit on every file, calibrated and given operating
-/// points from the out-of-fold scores.
+/// Runs `train-features`: the feature model's cross-validation (whole folders, dealt as
+/// `cross-validate` deals them, or whole families with `--families`), then the fit on every
+/// file, calibrated and given operating points from the out-of-fold scores.
 pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
     use lg_model::features::{self, FeatureCard, FeatureRecipe};
     let mut samples = data::list(&a.data)?;
@@ -172,7 +172,9 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
         cfg.folds
     );
     let t0 = std::time::Instant::now();
-    let (oof, _) = cv::run_features(&loaded, &fold_of, &recipe, &cfg)?;
+    let images: Vec<&RgbImage> = loaded.iter().map(|l| &l.image).collect();
+    let rows = features::training_rows_all(&recipe, &images);
+    let (oof, _) = cv::run_features(&loaded, &rows, &fold_of, &recipe, &cfg)?;
     let mut report = cv::report(&oof, &cfg, &fold_of);
     report.recipe = recipe.describe();
     report.recipe["grouping"] = serde_json::json!(match &a.families {
@@ -197,7 +199,7 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
             .with_context(|| format!("{} was not made on the same files and folds", p.display()))?;
         let mut er = cv::report(&combined, &cfg, &fold_of);
         er.recipe = serde_json::json!({
-            "ensemble": "sum of the members' calibrated log-odds, Platt on top (out of fold)",
+            "ensemble": "sum of the members' calibrated log-odds (each fold's member Platts fitted on the other folds' scores), Platt on top",
             "members": [p.display().to_string(), recipe.describe()],
             "member_calibrations": platts,
         });
@@ -205,9 +207,7 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
         println!("\nensemble (NPR + features):");
         print_cv(&er);
     }
-    // The shipped fit: every file.
-    let images: Vec<&RgbImage> = loaded.iter().map(|l| &l.image).collect();
-    let rows = features::training_rows_all(&recipe, &images);
+    // The shipped fit: every file, on the rows the folds used.
     let rows: Vec<&[Vec<f32>]> = rows.iter().map(Vec::as_slice).collect();
     let labels: Vec<bool> = loaded.iter().map(|l| l.sample.ai).collect();
     let model = features::fit_images(&rows, &labels, recipe.c)?;
@@ -237,7 +237,7 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
             ("skipped".into(), serde_json::json!(skipped)),
             ("recipe".into(), report.recipe.clone()),
         ]),
-        metrics: BTreeMap::from([("leave_source_out".into(), card_figures(&report))]),
+        metrics: BTreeMap::from([("cross_validation".into(), card_figures(&report))]),
     };
     card.save(&a.out)?;
     std::fs::write(

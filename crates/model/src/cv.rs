@@ -231,20 +231,21 @@ pub fn run(
     Ok(out)
 }
 
-/// The feature model's cross-validation on the same folds: each file's training rows and its
-/// three variants' scoring rows are extracted once, then each fold fits a logistic regression
+/// The feature model's cross-validation: each file's training rows (`train_rows[i]` for
+/// `files[i]`, [`crate::features::training_rows_all`]) and its three variants' scoring rows are
+/// extracted once, then each fold fits a logistic regression
 /// on the other folds' rows and scores its own files. Returns the out-of-fold scores and each
 /// fold's model.
 pub fn run_features(
     files: &[Loaded<'_>],
+    train_rows: &[Vec<Vec<f32>>],
     fold_of: &BTreeMap<String, usize>,
     recipe: &crate::features::FeatureRecipe,
     cfg: &CvConfig,
 ) -> Result<(Vec<OofScore>, Vec<crate::features::Logistic>), crate::features::FitError> {
-    use crate::features::{fit_images, mean_logit, training_rows_all};
+    use crate::features::{fit_images, mean_logit};
     use rayon::prelude::*;
     let images: Vec<&RgbImage> = files.iter().map(|f| &f.image).collect();
-    let train_rows = training_rows_all(recipe, &images);
     let variant_rows: Vec<[Vec<Vec<f32>>; 3]> = images
         .par_iter()
         .map(|img| {
@@ -258,7 +259,7 @@ pub fn run_features(
     for fold in 0..cfg.folds {
         let (rows, labels): (Vec<&[Vec<f32>]>, Vec<bool>) = files
             .iter()
-            .zip(&train_rows)
+            .zip(train_rows)
             .filter(|(f, _)| fold_of[&f.sample.group] != fold)
             .map(|(f, r)| (r.as_slice(), f.sample.ai))
             .unzip();
@@ -287,17 +288,28 @@ pub enum EnsembleError {
     Unmatched(PathBuf),
 }
 
-/// The members' calibrated log-odds summed, per file and variant: `Σ (aₖ·zₖ + bₖ)` with each
-/// member's Platt fitted on its own pooled clean out-of-fold logits (a product of experts).
-/// Every file must be scored by every member, held out by the same fold. Returns the combined
-/// scores and the members' calibrations.
-pub fn ensemble(members: &[&[OofScore]]) -> Result<(Vec<OofScore>, Vec<Platt>), EnsembleError> {
-    let platts: Vec<Platt> = members
+/// One member's calibration per fold (fitted without that fold's files).
+pub type FoldPlatts = BTreeMap<usize, Platt>;
+
+/// The members' calibrated log-odds summed, per file and variant: `Σ (aₖ·zₖ + bₖ)` (a product of
+/// experts). Cross-fitted: a file held out by fold `f` gets each member's Platt fitted on that
+/// member's clean out-of-fold scores of the other folds only, so no file's label sets the
+/// weights it is combined with. Every file must be scored by every member, held out by the
+/// same fold. Returns the combined scores and, per member, the Platt of each fold.
+pub fn ensemble(
+    members: &[&[OofScore]],
+) -> Result<(Vec<OofScore>, Vec<FoldPlatts>), EnsembleError> {
+    let folds: BTreeSet<usize> = members
+        .iter()
+        .flat_map(|m| m.iter().map(|o| o.fold))
+        .collect();
+    let platts: Vec<FoldPlatts> = members
         .iter()
         .map(|m| {
-            let z: Vec<f64> = m.iter().map(|o| o.clean).collect();
-            let l: Vec<bool> = m.iter().map(|o| o.ai).collect();
-            Platt::fit(&z, &l)
+            folds
+                .iter()
+                .map(|&f| (f, platt_without_fold(m, f)))
+                .collect()
         })
         .collect();
     let index: Vec<BTreeMap<&Path, &OofScore>> = members
@@ -320,6 +332,7 @@ pub fn ensemble(members: &[&[OofScore]]) -> Result<(Vec<OofScore>, Vec<Platt>), 
                 .get(o.path.as_path())
                 .filter(|x| x.fold == o.fold && x.ai == o.ai)
                 .ok_or_else(|| EnsembleError::Unmatched(o.path.clone()))?;
+            let p = p[&o.fold];
             sum.clean += p.a * x.clean + p.b;
             sum.confound += p.a * x.confound + p.b;
             sum.degraded += p.a * x.degraded + p.b;
@@ -334,6 +347,16 @@ pub fn ensemble(members: &[&[OofScore]]) -> Result<(Vec<OofScore>, Vec<Platt>), 
         return Err(EnsembleError::Unmatched(extra.to_path_buf()));
     }
     Ok((out, platts))
+}
+
+/// Platt fitted on the clean scores of every fold but `fold`.
+fn platt_without_fold(scores: &[OofScore], fold: usize) -> Platt {
+    let (z, l): (Vec<f64>, Vec<bool>) = scores
+        .iter()
+        .filter(|o| o.fold != fold)
+        .map(|o| (o.clean, o.ai))
+        .unzip();
+    Platt::fit(&z, &l)
 }
 
 /// Where fold `fold`'s model is written under `work`.
@@ -664,12 +687,7 @@ fn cross_fitted_ece(oof: &[OofScore]) -> Option<f64> {
     }
     let (mut probs, mut labels) = (Vec::new(), Vec::new());
     for f in folds {
-        let (z, l): (Vec<f64>, Vec<bool>) = oof
-            .iter()
-            .filter(|o| o.fold != f)
-            .map(|o| (o.clean, o.ai))
-            .unzip();
-        let platt = Platt::fit(&z, &l);
+        let platt = platt_without_fold(oof, f);
         for o in oof.iter().filter(|o| o.fold == f) {
             probs.push(platt.probability(o.clean));
             labels.push(o.ai);
@@ -832,6 +850,7 @@ mod tests {
                 );
                 o.path = PathBuf::from(format!("/x/{i}.png"));
                 o.clean += f64::from(i % 7) * 0.1;
+                o.fold = (i % 3) as usize;
                 o
             })
             .collect();
@@ -844,9 +863,14 @@ mod tests {
             .collect();
         let (sum, platts) = ensemble(&[&a, &b]).unwrap();
         assert_eq!(sum.len(), a.len());
+        // Each fold's weights come from the other folds' files only.
+        assert_eq!(platts[0].len(), 3);
+        for f in 0..3 {
+            assert_eq!(platts[0][&f], platt_without_fold(&a, f));
+        }
         for (i, s) in sum.iter().enumerate() {
-            let want =
-                platts[0].a * a[i].clean + platts[0].b + platts[1].a * b[i].clean + platts[1].b;
+            let (p0, p1) = (platts[0][&a[i].fold], platts[1][&a[i].fold]);
+            let want = p0.a * a[i].clean + p0.b + p1.a * b[i].clean + p1.b;
             assert!((s.clean - want).abs() < 1e-12);
             assert_eq!((&s.path, s.ai, s.fold), (&a[i].path, a[i].ai, a[i].fold));
         }
@@ -902,7 +926,9 @@ mod tests {
             seed: 3,
         };
         let fold_of = assign_folds(&samples, 2, 1).unwrap();
-        let (scores, models) = run_features(&files, &fold_of, &recipe, &cfg).unwrap();
+        let images: Vec<&RgbImage> = files.iter().map(|f| &f.image).collect();
+        let rows = crate::features::training_rows_all(&recipe, &images);
+        let (scores, models) = run_features(&files, &rows, &fold_of, &recipe, &cfg).unwrap();
         assert_eq!((scores.len(), models.len()), (48, 2));
         for s in &scores {
             assert_eq!(
@@ -914,8 +940,12 @@ mod tests {
         let l: Vec<bool> = scores.iter().map(|s| s.ai).collect();
         assert!(metrics::roc_auc(&z, &l).unwrap() > 0.95);
         // Seeded: the same rows, the same models.
+        let again = crate::features::training_rows_all(&recipe, &images);
+        assert_eq!(again, rows);
         assert_eq!(
-            run_features(&files, &fold_of, &recipe, &cfg).unwrap().1,
+            run_features(&files, &again, &fold_of, &recipe, &cfg)
+                .unwrap()
+                .1,
             models
         );
     }

@@ -114,10 +114,17 @@ impl Families {
                 used.insert(key);
             }
         }
-        match self.0.keys().find(|k| !used.contains(*k)) {
-            Some(k) => Err(format!("family key {k} matches no file")),
-            None => Ok(()),
+        if let Some(k) = self.0.keys().find(|k| !used.contains(*k)) {
+            return Err(format!("family key {k} matches no file"));
         }
+        // Folds are dealt per class: a group must hold one class only.
+        let mut class_of = std::collections::BTreeMap::new();
+        for s in samples.iter() {
+            if *class_of.entry(s.group.as_str()).or_insert(s.ai) != s.ai {
+                return Err(format!("family {} holds both real and AI files", s.group));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -303,6 +310,11 @@ mod tests {
             .apply(dir, &mut samples.clone())
             .unwrap_err()
             .contains("mix/sdx1"));
+        let mixed = Families::parse("cam\tsd1\n").unwrap();
+        assert!(mixed
+            .apply(dir, &mut samples.clone())
+            .unwrap_err()
+            .contains("both real and AI"));
         assert!(Families::parse("no tab here\n").is_err());
         assert!(Families::parse("a\tb\na\tc\n").is_err());
     }

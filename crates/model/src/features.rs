@@ -566,11 +566,19 @@ impl FeatureRecipe {
 
     /// The features of each scoring crop of an image (empty when it is too small).
     pub fn scoring_rows(&self, img: &RgbImage) -> Vec<Vec<f32>> {
-        crop_boxes(img.width(), img.height(), self.crop_size, self.score_crops)
-            .into_iter()
-            .map(|(x, y, w, h)| extract(&image::imageops::crop_imm(img, x, y, w, h).to_image()))
-            .collect()
+        crop_rows(
+            img,
+            crop_boxes(img.width(), img.height(), self.crop_size, self.score_crops),
+        )
     }
+}
+
+/// The features of each crop box of `img`.
+fn crop_rows(img: &RgbImage, boxes: Vec<crate::infer::CropBox>) -> Vec<Vec<f32>> {
+    boxes
+        .into_iter()
+        .map(|(x, y, w, h)| extract(&image::imageops::crop_imm(img, x, y, w, h).to_image()))
+        .collect()
 }
 
 /// Fits a model on the training rows of the given images (`rows[i]` belongs to `labels[i]`).
@@ -642,6 +650,14 @@ impl FeatureCard {
             return Err(ModelLoadError::Architecture(card.architecture));
         }
         let m = &card.model;
+        let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+        if !(finite(&m.mean) && finite(&m.weights) && m.bias.is_finite())
+            || m.scale.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(ModelLoadError::Shape(
+                "the linear model has a non-finite value or a scale that is not positive".into(),
+            ));
+        }
         if [m.mean.len(), m.scale.len(), m.weights.len()] != [FEATURES; 3] {
             return Err(ModelLoadError::Shape(format!(
                 "the linear model has {}/{}/{} values; this build extracts {FEATURES} features",
@@ -692,19 +708,10 @@ impl FeatureDetector {
 
     /// The crop logits of one image.
     pub fn crop_logits(&self, img: &RgbImage) -> Vec<f32> {
-        let spec = &self.card.input;
-        crop_boxes(
-            img.width(),
-            img.height(),
-            spec.crop_size,
-            spec.crops_per_image,
-        )
-        .into_iter()
-        .map(|(x, y, w, h)| {
-            let crop = image::imageops::crop_imm(img, x, y, w, h).to_image();
-            self.card.model.logit(&extract(&crop)) as f32
-        })
-        .collect()
+        crop_rows(img, self.card.input.crops(img.width(), img.height()))
+            .iter()
+            .map(|row| self.card.model.logit(row) as f32)
+            .collect()
     }
 }
 
@@ -954,6 +961,13 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lg-feature-card-{}", std::process::id()));
         card.save(&dir).unwrap();
         let det = FeatureDetector::load(&dir).unwrap();
+        let mut bad = card.clone();
+        bad.model.scale[3] = 0.0;
+        bad.save(&dir).unwrap();
+        assert!(matches!(
+            FeatureDetector::load(&dir),
+            Err(ModelLoadError::Shape(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
         let (a, b) = (&det.card().model, &card.model);
         assert_eq!(det.card().input, card.input);
