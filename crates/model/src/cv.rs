@@ -26,7 +26,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::Platt;
-use crate::data::{degrade, jpeg_roundtrip, Sample};
+use crate::data::{degrade_rgb, jpeg_roundtrip, Sample};
 use crate::infer::NprDetector;
 use crate::metrics;
 use crate::train::{self, TrainConfig, TrainError, TrainImage};
@@ -249,9 +249,8 @@ pub fn run_features(
     let variant_rows: Vec<[Vec<Vec<f32>>; 3]> = images
         .par_iter()
         .map(|img| {
-            let confound = confound_matched(img, cfg.confound_crop, cfg.confound_quality);
-            let degraded = degrade(&DynamicImage::ImageRgb8((*img).clone())).to_rgb8();
-            [img, &confound, &degraded].map(|v| recipe.scoring_rows(v))
+            let [confound, degraded] = altered(img, cfg);
+            [*img, &confound, &degraded].map(|v| recipe.scoring_rows(v))
         })
         .collect();
     let mut out = Vec::with_capacity(files.len());
@@ -453,12 +452,7 @@ fn score_variants(
     cfg: &CvConfig,
 ) -> candle_core::Result<Option<[f64; 3]>> {
     let clean = DynamicImage::ImageRgb8(img.clone());
-    let confound = DynamicImage::ImageRgb8(confound_matched(
-        img,
-        cfg.confound_crop,
-        cfg.confound_quality,
-    ));
-    let degraded = degrade(&clean);
+    let [confound, degraded] = altered(img, cfg).map(DynamicImage::ImageRgb8);
     let logits = det.crop_logits(&[&clean, &confound, &degraded])?;
     let mean = |l: &[f32]| {
         (!l.is_empty()).then(|| l.iter().map(|&z| f64::from(z)).sum::<f64>() / l.len() as f64)
@@ -469,6 +463,14 @@ fn score_variants(
             _ => None,
         },
     )
+}
+
+/// The confound-matched and the degraded variants of an image.
+fn altered(img: &RgbImage, cfg: &CvConfig) -> [RgbImage; 2] {
+    [
+        confound_matched(img, cfg.confound_crop, cfg.confound_quality),
+        degrade_rgb(img),
+    ]
 }
 
 /// The centre `side`×`side` crop (the whole image where smaller), JPEG-encoded at `quality`.

@@ -266,8 +266,12 @@ fn colour_jitter(img: &mut RgbImage, rng: &mut StdRng) {
 
 /// The robustness perturbation of the evaluation: JPEG quality 75 after a 0.5× downscale.
 pub fn degrade(img: &DynamicImage) -> DynamicImage {
-    let small = downscale(&img.to_rgb8(), 0.5);
-    DynamicImage::ImageRgb8(jpeg_roundtrip(&small, 75))
+    DynamicImage::ImageRgb8(degrade_rgb(&img.to_rgb8()))
+}
+
+/// [`degrade`] of RGB pixels.
+pub fn degrade_rgb(img: &RgbImage) -> RgbImage {
+    jpeg_roundtrip(&downscale(img, 0.5), 75)
 }
 
 /// Decodes a file, dropping its metadata (only pixels reach the model).
