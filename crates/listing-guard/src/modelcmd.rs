@@ -126,6 +126,10 @@ pub struct TrainFeaturesArgs {
     /// Seed of the augmentation.
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
+    /// The calibration saturates the mean logit to `s·tanh(z/s)` before Platt's map (0: no
+    /// saturation).
+    #[arg(long, default_value_t = 3.0)]
+    pub saturation: f64,
     /// Out-of-fold scores of a `cross-validate` run on the same data (its `oof.json`): also
     /// report the two models combined (the folds must be the same: not with `--families`).
     #[arg(long, conflicts_with = "families")]
@@ -134,6 +138,10 @@ pub struct TrainFeaturesArgs {
     /// whole folders, and the report's groups are the families.
     #[arg(long)]
     pub families: Option<PathBuf>,
+    /// Also write every file's feature rows (training crops and clean scoring crops) with its
+    /// group, label and fold, one JSON object per line, for analysis outside the project.
+    #[arg(long)]
+    pub dump_rows: Option<PathBuf>,
 }
 
 /// Runs `train-features`: the feature model's cross-validation (whole folders, dealt as
@@ -151,16 +159,18 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
     }
     let refs: Vec<&Sample> = samples.iter().collect();
     let (loaded, skipped) = load_all(&refs);
-    let cfg = CvConfig {
-        folds: usize::from(a.folds),
-        ecommerce_groups: a.ecommerce.clone(),
-        ..CvConfig::default()
-    };
     let recipe = FeatureRecipe {
         crops_per_image: a.train_crops,
         c: a.c,
         seed: a.seed,
+        saturation: (a.saturation > 0.0).then_some(a.saturation),
         ..FeatureRecipe::default()
+    };
+    let cfg = CvConfig {
+        folds: usize::from(a.folds),
+        ecommerce_groups: a.ecommerce.clone(),
+        saturation: recipe.saturation,
+        ..CvConfig::default()
     };
     let kept: Vec<Sample> = loaded.iter().map(|l| l.sample.clone()).collect();
     let fold_of = cv::assign_folds(&kept, cfg.folds, cfg.seed)?;
@@ -174,6 +184,9 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
     let t0 = std::time::Instant::now();
     let images: Vec<&RgbImage> = loaded.iter().map(|l| &l.image).collect();
     let rows = features::training_rows_all(&recipe, &images);
+    if let Some(p) = &a.dump_rows {
+        dump_rows(p, &loaded, &rows, &fold_of, &recipe)?;
+    }
     let (oof, _) = cv::run_features(&loaded, &rows, &fold_of, &recipe, &cfg)?;
     let mut report = cv::report(&oof, &cfg, &fold_of);
     report.recipe = recipe.describe();
@@ -247,6 +260,32 @@ pub fn train_features(a: &TrainFeaturesArgs) -> anyhow::Result<CvReport> {
     write_trained_on(&a.out, &loaded)?;
     println!("wrote {}", a.out.display());
     Ok(report)
+}
+
+fn dump_rows(
+    path: &std::path::Path,
+    loaded: &[cv::Loaded<'_>],
+    rows: &[Vec<Vec<f32>>],
+    fold_of: &BTreeMap<String, usize>,
+    recipe: &lg_model::features::FeatureRecipe,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for (l, r) in loaded.iter().zip(rows) {
+        let line = serde_json::json!({
+            "path": l.sample.path,
+            "group": l.sample.group,
+            "ai": l.sample.ai,
+            "fold": fold_of[&l.sample.group],
+            "train": r,
+            "score": recipe.scoring_rows(&l.image),
+        });
+        writeln!(w, "{line}")?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 fn load_all<'a>(samples: &[&'a Sample]) -> (Vec<cv::Loaded<'a>>, Vec<String>) {

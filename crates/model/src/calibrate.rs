@@ -20,11 +20,27 @@ pub struct Platt {
     pub a: f64,
     /// Offset.
     pub b: f64,
+    /// When set to `s`, the score is saturated to `s·tanh(z/s)` before the linear map: a
+    /// score far outside the training range (an image unlike anything seen) then counts as
+    /// a strong score, not as an extreme one that flattens the fitted slope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<f64>,
 }
 
 impl Default for Platt {
     fn default() -> Self {
-        Self { a: 1.0, b: 0.0 }
+        Self {
+            a: 1.0,
+            b: 0.0,
+            saturation: None,
+        }
+    }
+}
+
+fn saturate(z: f64, saturation: Option<f64>) -> f64 {
+    match saturation {
+        Some(s) => s * (z / s).tanh(),
+        None => z,
     }
 }
 
@@ -40,7 +56,21 @@ fn sigmoid(x: f64) -> f64 {
 impl Platt {
     /// Calibrated probability for a logit; always in [0, 1].
     pub fn probability(&self, logit: f64) -> f64 {
-        sigmoid(self.a * logit + self.b)
+        sigmoid(self.log_odds(logit))
+    }
+
+    /// The calibrated log-odds of a logit: `a·z + b`, `z` saturated first when set.
+    pub fn log_odds(&self, logit: f64) -> f64 {
+        self.a * saturate(logit, self.saturation) + self.b
+    }
+
+    /// [`Platt::fit`] on the scores saturated at `saturation` (see [`Platt::saturation`]).
+    pub fn fit_saturated(logits: &[f64], labels: &[bool], saturation: Option<f64>) -> Self {
+        let z: Vec<f64> = logits.iter().map(|&z| saturate(z, saturation)).collect();
+        Self {
+            saturation,
+            ..Self::fit(&z, labels)
+        }
     }
 
     /// Fits `a`, `b` by Newton's method on the log loss, with Platt's smoothed targets
@@ -108,6 +138,7 @@ impl Platt {
         Self {
             a: a.clamp(MIN_A, MAX_A),
             b,
+            saturation: None,
         }
     }
 }
@@ -118,7 +149,11 @@ mod tests {
 
     #[test]
     fn probabilities_are_bounded_and_monotonic() {
-        let p = Platt { a: 2.5, b: -0.7 };
+        let p = Platt {
+            a: 2.5,
+            b: -0.7,
+            saturation: None,
+        };
         let mut last = -1.0;
         for i in -2000..=2000 {
             let z = f64::from(i) / 10.0;
@@ -161,5 +196,26 @@ mod tests {
             sep.a.is_finite() && sep.a > 0.0 && sep.a <= 1e3 && sep.b.is_finite(),
             "{sep:?}"
         );
+    }
+
+    #[test]
+    fn a_saturated_calibration_bounds_extreme_scores_and_round_trips() {
+        let logits: Vec<f64> = (0..60).map(|i| f64::from(i) / 3.0 - 10.0).collect();
+        let labels: Vec<bool> = logits.iter().map(|&z| z > 0.5).collect();
+        let sat = Platt::fit_saturated(&logits, &labels, Some(3.0));
+        assert_eq!(sat.saturation, Some(3.0));
+        let squashed: Vec<f64> = logits.iter().map(|&z| 3.0 * (z / 3.0).tanh()).collect();
+        let plain = Platt::fit(&squashed, &labels);
+        assert_eq!((sat.a, sat.b), (plain.a, plain.b));
+        // However far out the score, the log-odds stay within a·s + |b|.
+        let cap = sat.a * 3.0 + sat.b.abs();
+        assert!(sat.log_odds(1e6) <= cap + 1e-9 && sat.log_odds(-1e6) >= -cap - 1e-9);
+        assert!(sat.probability(2.0) > sat.probability(1.0));
+        // Serialised with its saturation; a card without the field has none.
+        let back: Platt = serde_json::from_str(&serde_json::to_string(&sat).unwrap()).unwrap();
+        assert_eq!(back, sat);
+        let old: Platt = serde_json::from_str(r#"{"a": 2.0, "b": 0.5}"#).unwrap();
+        assert_eq!(old.saturation, None);
+        assert_eq!(old.log_odds(1e3), 2.0 * 1e3 + 0.5);
     }
 }

@@ -53,6 +53,8 @@ pub struct CvConfig {
     /// Reuse a fold's model already in `work/fold-<k>/` when its card names the same fold and
     /// recipe (an interrupted run resumes; only the scoring is redone).
     pub reuse_folds: bool,
+    /// The saturation of the fitted calibration ([`Platt::saturation`]).
+    pub saturation: Option<f64>,
 }
 
 impl Default for CvConfig {
@@ -66,6 +68,7 @@ impl Default for CvConfig {
             fprs: OPERATING_FPRS.to_vec(),
             ecommerce_groups: Vec::new(),
             reuse_folds: false,
+            saturation: None,
         }
     }
 }
@@ -307,7 +310,7 @@ pub fn ensemble(
         .map(|m| {
             folds
                 .iter()
-                .map(|&f| (f, platt_without_fold(m, f)))
+                .map(|&f| (f, platt_without_fold(m, f, None)))
                 .collect()
         })
         .collect();
@@ -332,9 +335,9 @@ pub fn ensemble(
                 .filter(|x| x.fold == o.fold && x.ai == o.ai)
                 .ok_or_else(|| EnsembleError::Unmatched(o.path.clone()))?;
             let p = p[&o.fold];
-            sum.clean += p.a * x.clean + p.b;
-            sum.confound += p.a * x.confound + p.b;
-            sum.degraded += p.a * x.degraded + p.b;
+            sum.clean += p.log_odds(x.clean);
+            sum.confound += p.log_odds(x.confound);
+            sum.degraded += p.log_odds(x.degraded);
         }
         out.push(sum);
     }
@@ -349,13 +352,13 @@ pub fn ensemble(
 }
 
 /// Platt fitted on the clean scores of every fold but `fold`.
-fn platt_without_fold(scores: &[OofScore], fold: usize) -> Platt {
+fn platt_without_fold(scores: &[OofScore], fold: usize, saturation: Option<f64>) -> Platt {
     let (z, l): (Vec<f64>, Vec<bool>) = scores
         .iter()
         .filter(|o| o.fold != fold)
         .map(|o| (o.clean, o.ai))
         .unzip();
-    Platt::fit(&z, &l)
+    Platt::fit_saturated(&z, &l, saturation)
 }
 
 /// Where fold `fold`'s model is written under `work`.
@@ -589,7 +592,7 @@ pub fn report(oof: &[OofScore], cfg: &CvConfig, fold_of: &BTreeMap<String, usize
     let labels: Vec<bool> = oof.iter().map(|o| o.ai).collect();
     let logits = |f: fn(&OofScore) -> f64| oof.iter().map(f).collect::<Vec<f64>>();
     let clean_z = logits(|o| o.clean);
-    let calibration = Platt::fit(&clean_z, &labels);
+    let calibration = Platt::fit_saturated(&clean_z, &labels, cfg.saturation);
     let probs = |z: &[f64]| -> Vec<f64> { z.iter().map(|&z| calibration.probability(z)).collect() };
     let clean = probs(&clean_z);
     let confound = probs(&logits(|o| o.confound));
@@ -677,19 +680,19 @@ pub fn report(oof: &[OofScore], cfg: &CvConfig, fold_of: &BTreeMap<String, usize
         ecommerce_real,
         ecommerce_real_files: ecommerce.len(),
         precision: Vec::new(),
-        ece_cross_fitted: cross_fitted_ece(oof),
+        ece_cross_fitted: cross_fitted_ece(oof, cfg.saturation),
     }
 }
 
 /// See [`CvReport::ece_cross_fitted`]; `None` with fewer than two folds.
-fn cross_fitted_ece(oof: &[OofScore]) -> Option<f64> {
+fn cross_fitted_ece(oof: &[OofScore], saturation: Option<f64>) -> Option<f64> {
     let folds: BTreeSet<usize> = oof.iter().map(|o| o.fold).collect();
     if folds.len() < 2 {
         return None;
     }
     let (mut probs, mut labels) = (Vec::new(), Vec::new());
     for f in folds {
-        let platt = platt_without_fold(oof, f);
+        let platt = platt_without_fold(oof, f, saturation);
         for o in oof.iter().filter(|o| o.fold == f) {
             probs.push(platt.probability(o.clean));
             labels.push(o.ai);
@@ -868,7 +871,7 @@ mod tests {
         // Each fold's weights come from the other folds' files only.
         assert_eq!(platts[0].len(), 3);
         for f in 0..3 {
-            assert_eq!(platts[0][&f], platt_without_fold(&a, f));
+            assert_eq!(platts[0][&f], platt_without_fold(&a, f, None));
         }
         for (i, s) in sum.iter().enumerate() {
             let (p0, p1) = (platts[0][&a[i].fold], platts[1][&a[i].fold]);
@@ -926,6 +929,7 @@ mod tests {
             score_crops: 2,
             c: 1.0,
             seed: 3,
+            saturation: None,
         };
         let fold_of = assign_folds(&samples, 2, 1).unwrap();
         let images: Vec<&RgbImage> = files.iter().map(|f| &f.image).collect();

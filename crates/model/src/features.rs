@@ -14,10 +14,17 @@
 //! - **colour residuals** (7): correlations of the channels' Laplacian residuals, their log
 //!   standard deviations and the green residual's log kurtosis (demosaicing correlates them);
 //! - **neighbouring-pixel relations** (6): within each 2×2 block, the spread of the three
-//!   pixels' differences from the first and the share of near-zero differences (NPR's cue).
+//!   pixels' differences from the first and the share of near-zero differences (NPR's cue);
+//! - **third-order co-occurrences** (125): three consecutive luma first differences
+//!   quantised to −2…2, horizontal and vertical pooled;
+//! - **diagonal co-occurrences** (49): neighbouring first differences along both diagonals;
+//! - **chroma co-occurrences** (2 × (49 + 125)): the pairs and triplets of first differences
+//!   of the Cb and Cr planes, where a generator's decoder and a camera's demosaicing and
+//!   chroma subsampling leave different correlations.
 //!
 //! An image is scored as the pipeline scores it: the model card's grid of crops
-//! ([`crate::infer::crop_boxes`]), one logit per crop, the mean logit calibrated.
+//! ([`crate::infer::crop_boxes`]), one logit per crop, the mean logit calibrated (saturated
+//! first, [`crate::calibrate::Platt::saturation`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,7 +43,7 @@ use crate::infer::crop_boxes;
 pub const FEATURE_ARCHITECTURE: &str = "residual-features-lr";
 
 /// Values per crop.
-pub const FEATURES: usize = 2 * 49 + 16 + 8 + 7 + 6;
+pub const FEATURES: usize = 2 * 49 + 16 + 8 + 7 + 6 + 125 + 49 + 2 * (49 + 125);
 
 /// Quantisation bound of the co-occurrences.
 const T: i32 = 3;
@@ -63,6 +70,15 @@ pub fn extract(img: &RgbImage) -> Vec<f32> {
     out.extend(spectrum(&grey, w, h));
     out.extend(colour(&planes, w, h));
     out.extend(pixel_relations(&grey, w, h));
+    out.extend(triplets(&grey, w, h));
+    out.extend(diagonal_pairs(&grey, w, h));
+    let chroma = chroma(&planes);
+    for plane in &chroma {
+        out.extend(normalised(&first_difference_pairs(plane, w, h)));
+    }
+    for plane in &chroma {
+        out.extend(triplets(plane, w, h));
+    }
     debug_assert_eq!(out.len(), FEATURES);
     out.iter_mut().for_each(|v| {
         *v = if v.is_finite() {
@@ -120,6 +136,98 @@ fn cooccurrences(g: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut out = norm(first).to_vec();
     out.extend(norm(second));
     out
+}
+
+/// `v` rounded half away from zero and clamped to ±`t`, shifted to 0…2`t`.
+fn quantise(v: f32, t: i32) -> usize {
+    let m = ((v.abs().min(t as f32 + 1.0) + 0.5) as i32).min(t);
+    (if v < 0.0 { t - m } else { t + m }) as usize
+}
+
+/// A histogram scaled to sum to one (all zeros when empty).
+fn normalised(h: &[f64]) -> Vec<f32> {
+    let s: f64 = h.iter().sum::<f64>().max(1.0);
+    h.iter().map(|v| (v / s) as f32).collect()
+}
+
+/// The plane and its transpose with their row lengths: the horizontal and vertical passes.
+fn both_directions(g: &[f32], w: usize, h: usize) -> [(Vec<f32>, usize); 2] {
+    let transposed: Vec<f32> = (0..w * h).map(|i| g[(i % h) * w + i / h]).collect();
+    [(g.to_vec(), w), (transposed, h)]
+}
+
+/// Quantised (±`t`) first differences along the rows of `a` (row length `rw`), one row of
+/// `rw − 1` values per row.
+fn quantised_first_differences(a: &[f32], rw: usize, t: i32) -> Vec<usize> {
+    a.chunks_exact(rw)
+        .flat_map(|r| r.windows(2).map(move |p| quantise(p[1] - p[0], t)))
+        .collect()
+}
+
+/// 7×7 histogram (counts) of neighbouring first differences of a plane, horizontal and
+/// vertical pooled.
+fn first_difference_pairs(g: &[f32], w: usize, h: usize) -> [f64; 49] {
+    let mut hist = [0f64; 49];
+    for (a, rw) in both_directions(g, w, h) {
+        if rw < 3 {
+            continue;
+        }
+        for row in quantised_first_differences(&a, rw, T).chunks_exact(rw - 1) {
+            for p in row.windows(2) {
+                hist[p[0] * 7 + p[1]] += 1.0;
+            }
+        }
+    }
+    hist
+}
+
+/// 5×5×5 histogram of three consecutive first differences (quantised to ±2), horizontal and
+/// vertical pooled, normalised: the third-order SPAM co-occurrence.
+fn triplets(g: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut hist = [0f64; 125];
+    for (a, rw) in both_directions(g, w, h) {
+        if rw < 4 {
+            continue;
+        }
+        for row in quantised_first_differences(&a, rw, 2).chunks_exact(rw - 1) {
+            for p in row.windows(3) {
+                hist[(p[0] * 5 + p[1]) * 5 + p[2]] += 1.0;
+            }
+        }
+    }
+    normalised(&hist)
+}
+
+/// 7×7 histogram of neighbouring diagonal first differences along both diagonals, pooled and
+/// normalised.
+fn diagonal_pairs(g: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut hist = [0f64; 49];
+    if w >= 3 && h >= 3 {
+        // d(y, x) = g(y+1, x+1) − g(y, x), paired with d(y+1, x+1); the anti-diagonal
+        // e(y, x) = g(y+1, x) − g(y, x+1), paired with e(y+1, x−1).
+        let d = |y: usize, x: usize| quantise(g[(y + 1) * w + x + 1] - g[y * w + x], T);
+        let e = |y: usize, x: usize| quantise(g[(y + 1) * w + x] - g[y * w + x + 1], T);
+        for y in 0..h - 2 {
+            for x in 0..w - 2 {
+                hist[d(y, x) * 7 + d(y + 1, x + 1)] += 1.0;
+                hist[e(y, x + 1) * 7 + e(y + 1, x)] += 1.0;
+            }
+        }
+    }
+    normalised(&hist)
+}
+
+/// The Cb and Cr planes (BT.601, no offset).
+fn chroma(planes: &[Vec<f32>; 3]) -> [Vec<f32>; 2] {
+    let mix = |k: [f32; 3]| -> Vec<f32> {
+        (0..planes[0].len())
+            .map(|i| k[0] * planes[0][i] + k[1] * planes[1][i] + k[2] * planes[2][i])
+            .collect()
+    };
+    [
+        mix([-0.168_736, -0.331_264, 0.5]),
+        mix([0.5, -0.418_688, -0.081_312]),
+    ]
 }
 
 /// The twiddle factors `e^(−2πik/n)` for `k < n/2`, as (cos, sin).
@@ -526,6 +634,8 @@ pub struct FeatureRecipe {
     pub c: f64,
     /// Seed of the augmentation.
     pub seed: u64,
+    /// Saturation of the calibration ([`crate::calibrate::Platt::saturation`]).
+    pub saturation: Option<f64>,
 }
 
 impl Default for FeatureRecipe {
@@ -536,6 +646,7 @@ impl Default for FeatureRecipe {
             score_crops: 5,
             c: 0.1,
             seed: 17,
+            saturation: Some(3.0),
         }
     }
 }
@@ -550,6 +661,7 @@ impl FeatureRecipe {
             "train_crops_per_image": self.crops_per_image,
             "crop_size": self.crop_size,
             "seed": self.seed,
+            "calibration_saturation": self.saturation,
             "augmentation": crate::data::AUGMENTATION,
         })
     }
@@ -656,6 +768,16 @@ impl FeatureCard {
         {
             return Err(ModelLoadError::Shape(
                 "the linear model has a non-finite value or a scale that is not positive".into(),
+            ));
+        }
+        let cal = &card.calibration;
+        if !(cal.a.is_finite()
+            && cal.b.is_finite()
+            && cal.saturation.is_none_or(|s| s.is_finite() && s > 0.0))
+        {
+            return Err(ModelLoadError::Shape(
+                "the calibration has a non-finite value or a saturation that is not positive"
+                    .into(),
             ));
         }
         if [m.mean.len(), m.scale.len(), m.weights.len()] != [FEATURES; 3] {
@@ -888,6 +1010,50 @@ mod tests {
             let f = extract(&img);
             assert_eq!(f.len(), FEATURES);
             assert!(f.iter().all(|v| v.is_finite() && v.abs() <= CLIP), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn higher_order_diagonal_and_chroma_co_occurrences_place_a_ramp() {
+        // A grey horizontal ramp (+1 per column): horizontal first differences are +1,
+        // vertical ones 0; the diagonal difference is +1, the anti-diagonal −1; no chroma.
+        let ramp = RgbImage::from_fn(64, 64, |x, _| image::Rgb([x as u8; 3]));
+        let f = extract(&ramp);
+        let start = 2 * 49 + 24 + 7 + 6;
+        let (tri, diag, chroma) = (
+            &f[start..start + 125],
+            &f[start + 125..start + 174],
+            &f[start + 174..],
+        );
+        // Triplets: (+1, +1, +1) = bin (3·5 + 3)·5 + 3 horizontally, (0, 0, 0) vertically.
+        assert!(
+            (tri[93] - 0.5).abs() < 1e-6 && (tri[62] - 0.5).abs() < 1e-6,
+            "{tri:?}"
+        );
+        // Diagonal pairs: (+1, +1) = bin 4·7 + 4, anti-diagonal (−1, −1) = bin 2·7 + 2.
+        assert!(
+            (diag[32] - 0.5).abs() < 1e-6 && (diag[16] - 0.5).abs() < 1e-6,
+            "{diag:?}"
+        );
+        // Cb and Cr are flat: all mass at the centre bins (pairs 24, triplets 62).
+        assert_eq!(chroma.len(), 2 * (49 + 125));
+        for (offset, centre) in [(0, 24), (49, 24), (98, 62), (223, 62)] {
+            assert!((chroma[offset + centre] - 1.0).abs() < 1e-6, "{offset}");
+        }
+        // Every histogram is normalised, on the ramp and on noise.
+        let n = extract(&noise(96, 80, 5));
+        for v in [&f, &n] {
+            for (a, b) in [
+                (0, 125),
+                (125, 174),
+                (174, 223),
+                (223, 272),
+                (272, 397),
+                (397, 522),
+            ] {
+                let sum: f32 = v[start + a..start + b].iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{a}..{b}: {sum}");
+            }
         }
     }
 
