@@ -91,8 +91,22 @@ async fn hostile_corpus_lands_where_it_must_and_the_pipeline_stays_up() {
     collector.drain(Duration::from_secs(2)).await;
 
     let seen = &collector.seen;
-    let after = seen.decisions.iter().find(|d| d.event_id == "after-corpus");
-    assert_eq!(after.map(|d| d.action), Some(Action::Allow));
+    // Normal traffic after the corpus is decided as the same image was during it: scored by
+    // the model, the same probability and action (the fixture is a synthetic pattern, which
+    // the model may well send to review; what matters is that nothing carried over).
+    let decided = |id: &str| {
+        let d = seen.decisions.iter().find(|d| d.event_id == id);
+        let d = d.unwrap_or_else(|| panic!("no decision for {id}"));
+        let score = d.images[0].signals.model.as_ref().map(|m| m.ai_probability);
+        (d.action, score)
+    };
+    let (after_action, after_score) = decided("after-corpus");
+    assert!(after_score.is_some(), "the model did not score the image");
+    assert_ne!(after_action, Action::Block);
+    assert_eq!(
+        (after_action, after_score),
+        decided("hostile-duplicate-same-payload")
+    );
 
     let failures = report(&cases, seen);
     assert!(
