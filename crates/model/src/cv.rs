@@ -930,6 +930,7 @@ mod tests {
             c: 1.0,
             seed: 3,
             saturation: None,
+            augmentation: Default::default(),
         };
         let fold_of = assign_folds(&samples, 2, 1).unwrap();
         let images: Vec<&RgbImage> = files.iter().map(|f| &f.image).collect();

@@ -215,30 +215,70 @@ pub fn random_crop(img: &RgbImage, size: u32, rng: &mut StdRng) -> RgbImage {
 /// [`augment`] in words, for model cards.
 pub const AUGMENTATION: &str = "same for both classes: random region; p=0.3 resize 0.5-1x; p=0.1 Gaussian blur sigma 0.1-1.0; p=0.3 colour jitter (brightness, contrast, saturation +-10%); JPEG re-encode q60-100 p=0.9; random crop; p=0.5 horizontal flip";
 
+/// The probabilities of the training augmentation's steps ([`augment_with`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Augmentation {
+    /// Probability of a downscale by 0.5–1×.
+    pub resize: f64,
+    /// Probability of a Gaussian blur (σ 0.1–1.0).
+    pub blur: f64,
+    /// Probability of a colour jitter.
+    pub jitter: f64,
+    /// Probability of a JPEG re-encode at quality 60–100.
+    pub jpeg: f64,
+}
+
+impl Default for Augmentation {
+    /// The network's recipe ([`AUGMENTATION`]).
+    fn default() -> Self {
+        Self {
+            resize: 0.3,
+            blur: 0.1,
+            jitter: 0.3,
+            jpeg: 0.9,
+        }
+    }
+}
+
+impl Augmentation {
+    /// The recipe as written to cards and reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "same for both classes: random region; p={} resize 0.5-1x; p={} Gaussian blur sigma 0.1-1.0; p={} colour jitter (brightness, contrast, saturation +-10%); JPEG re-encode q60-100 p={}; random crop; p=0.5 horizontal flip",
+            self.resize, self.blur, self.jitter, self.jpeg
+        )
+    }
+}
+
 /// The training augmentation, identical for both classes: a random region, then with some
 /// probability a resize (0.5–1×), a Gaussian blur (σ 0.1–1.0) and a colour jitter, a JPEG
 /// re-encode (quality 60–100, nine times in ten), a random crop of `size` and a horizontal
 /// flip (see [`AUGMENTATION`]). Resizing and blurring weaken up-sampling traces, so they stay
 /// occasional: most crops keep the pixels' own statistics.
 pub fn augment(img: &RgbImage, size: u32, rng: &mut StdRng) -> RgbImage {
+    augment_with(img, size, &Augmentation::default(), rng)
+}
+
+/// [`augment`] with the steps' probabilities of `p`.
+pub fn augment_with(img: &RgbImage, size: u32, p: &Augmentation, rng: &mut StdRng) -> RgbImage {
     // Work on a region twice the crop (enough for a 0.5× downscale) to keep this cheap.
     let region = random_crop(img, size * 2, rng);
     let mut x = region;
-    if rng.gen_bool(0.3) {
+    if rng.gen_bool(p.resize) {
         let f = rng.gen_range(0.5..1.0);
         let scaled = downscale(&x, f);
         if scaled.width() >= size.min(x.width()) / 2 && scaled.height() >= 32 {
             x = scaled;
         }
     }
-    if rng.gen_bool(0.1) {
+    if rng.gen_bool(p.blur) {
         let sigma = rng.gen_range(0.1f32..1.0);
         x = image::imageops::blur(&x, sigma);
     }
-    if rng.gen_bool(0.3) {
+    if rng.gen_bool(p.jitter) {
         colour_jitter(&mut x, rng);
     }
-    if rng.gen_bool(0.9) {
+    if rng.gen_bool(p.jpeg) {
         x = jpeg_roundtrip(&x, rng.gen_range(60..=100));
     }
     let mut out = random_crop(&x, size, rng);
@@ -396,5 +436,16 @@ mod tests {
             assert_eq!(val.contains(&&real), is_validation(&real, 0.3, seed));
         }
         assert!(differs, "unpaired files are split independently");
+    }
+
+    #[test]
+    fn the_default_augmentation_is_the_documented_one() {
+        assert_eq!(Augmentation::default().describe(), AUGMENTATION);
+        let img = RgbImage::from_fn(300, 200, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let rng = || StdRng::seed_from_u64(5);
+        assert_eq!(
+            augment(&img, 64, &mut rng()),
+            augment_with(&img, 64, &Augmentation::default(), &mut rng())
+        );
     }
 }

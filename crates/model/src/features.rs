@@ -636,6 +636,8 @@ pub struct FeatureRecipe {
     pub seed: u64,
     /// Saturation of the calibration ([`crate::calibrate::Platt::saturation`]).
     pub saturation: Option<f64>,
+    /// The training crops' augmentation.
+    pub augmentation: crate::data::Augmentation,
 }
 
 impl Default for FeatureRecipe {
@@ -647,6 +649,7 @@ impl Default for FeatureRecipe {
             c: 0.1,
             seed: 17,
             saturation: Some(3.0),
+            augmentation: crate::data::Augmentation::default(),
         }
     }
 }
@@ -662,7 +665,7 @@ impl FeatureRecipe {
             "crop_size": self.crop_size,
             "seed": self.seed,
             "calibration_saturation": self.saturation,
-            "augmentation": crate::data::AUGMENTATION,
+            "augmentation": self.augmentation.describe(),
         })
     }
 
@@ -672,7 +675,14 @@ impl FeatureRecipe {
         let mut rng =
             StdRng::seed_from_u64(self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         (0..self.crops_per_image)
-            .map(|_| extract(&crate::data::augment(img, self.crop_size, &mut rng)))
+            .map(|_| {
+                extract(&crate::data::augment_with(
+                    img,
+                    self.crop_size,
+                    &self.augmentation,
+                    &mut rng,
+                ))
+            })
             .collect()
     }
 
