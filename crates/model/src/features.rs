@@ -66,18 +66,19 @@ pub fn extract(img: &RgbImage) -> Vec<f32> {
         .map(|i| 0.299 * planes[0][i] + 0.587 * planes[1][i] + 0.114 * planes[2][i])
         .collect();
     let mut out = Vec::with_capacity(FEATURES);
-    out.extend(cooccurrences(&grey, w, h));
+    let luma_first = DifferenceCodes::new(&grey, w, h, 1);
+    out.extend(cooccurrences(&luma_first, &grey, w, h));
     out.extend(spectrum(&grey, w, h));
     out.extend(colour(&planes, w, h));
     out.extend(pixel_relations(&grey, w, h));
-    out.extend(triplets(&grey, w, h));
+    out.extend(luma_first.triplets());
     out.extend(diagonal_pairs(&grey, w, h));
-    let chroma = chroma(&planes);
-    for plane in &chroma {
-        out.extend(normalised(&first_difference_pairs(plane, w, h)));
+    let chroma = chroma(&planes).map(|p| DifferenceCodes::new(&p, w, h, 1));
+    for codes in &chroma {
+        out.extend(normalised(&codes.pairs()));
     }
-    for plane in &chroma {
-        out.extend(triplets(plane, w, h));
+    for codes in &chroma {
+        out.extend(codes.triplets());
     }
     debug_assert_eq!(out.len(), FEATURES);
     out.iter_mut().for_each(|v| {
@@ -90,58 +91,12 @@ pub fn extract(img: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// Normalised 7×7 histogram of consecutive quantised values of each row of `d`.
-fn pair_histogram(d: &[f32], row_len: usize, hist: &mut [f64; 49]) {
-    // Rounded half away from zero (ties are common: grey pixels have integer luma) and
-    // clamped to −T…T, shifted to 0…2T; a float-to-int cast rather than a call to `roundf`,
-    // as this runs twice per pixel and direction.
-    let q = |v: f32| {
-        let m = ((v.abs().min(4.0) + 0.5) as i32).min(T);
-        if v < 0.0 {
-            T - m
-        } else {
-            T + m
-        }
-    };
-    for row in d.chunks_exact(row_len) {
-        for pair in row.windows(2) {
-            hist[(q(pair[0]) * 7 + q(pair[1])) as usize] += 1.0;
-        }
-    }
-}
-
-fn cooccurrences(g: &[f32], w: usize, h: usize) -> Vec<f32> {
-    let transposed: Vec<f32> = (0..w * h).map(|i| g[(i % h) * w + i / h]).collect();
-    let mut first = [0f64; 49];
-    let mut second = [0f64; 49];
-    for (a, rw) in [(g, w), (&transposed[..], h)] {
-        if rw < 3 {
-            continue;
-        }
-        let d1: Vec<f32> = a
-            .chunks_exact(rw)
-            .flat_map(|r| r.windows(2).map(|p| p[1] - p[0]))
-            .collect();
-        let d2: Vec<f32> = a
-            .chunks_exact(rw)
-            .flat_map(|r| r.windows(3).map(|p| (p[2] - 2.0 * p[1] + p[0]) / 2.0))
-            .collect();
-        pair_histogram(&d1, rw - 1, &mut first);
-        pair_histogram(&d2, rw - 2, &mut second);
-    }
-    let norm = |h: [f64; 49]| {
-        let s: f64 = h.iter().sum::<f64>().max(1.0);
-        h.map(|v| (v / s) as f32)
-    };
-    let mut out = norm(first).to_vec();
-    out.extend(norm(second));
-    out
-}
-
-/// `v` rounded half away from zero and clamped to ±`t`, shifted to 0…2`t`.
-fn quantise(v: f32, t: i32) -> usize {
+/// `v` rounded half away from zero (ties are common: grey pixels have integer luma) and
+/// clamped to ±`t`, shifted to 0…2`t`; a float-to-int cast rather than a call to `roundf`, as
+/// this runs several times per pixel.
+fn quantise(v: f32, t: i32) -> u8 {
     let m = ((v.abs().min(t as f32 + 1.0) + 0.5) as i32).min(t);
-    (if v < 0.0 { t - m } else { t + m }) as usize
+    (if v < 0.0 { t - m } else { t + m }) as u8
 }
 
 /// A histogram scaled to sum to one (all zeros when empty).
@@ -150,52 +105,118 @@ fn normalised(h: &[f64]) -> Vec<f32> {
     h.iter().map(|v| (v / s) as f32).collect()
 }
 
-/// The plane and its transpose with their row lengths: the horizontal and vertical passes.
-fn both_directions(g: &[f32], w: usize, h: usize) -> [(Vec<f32>, usize); 2] {
-    let transposed: Vec<f32> = (0..w * h).map(|i| g[(i % h) * w + i / h]).collect();
-    [(g.to_vec(), w), (transposed, h)]
+/// A plane's differences of one order quantised to ±[`T`], along its rows and along its
+/// columns: `along_rows` holds `h` rows of `w − order` codes, `along_columns` `h − order`
+/// rows of `w` codes (the difference between a pixel and those below it). A direction shorter
+/// than 3 pixels is left empty, as it has no neighbouring differences to pair.
+struct DifferenceCodes {
+    w: usize,
+    order: usize,
+    along_rows: Vec<u8>,
+    along_columns: Vec<u8>,
 }
 
-/// Quantised (±`t`) first differences along the rows of `a` (row length `rw`), one row of
-/// `rw − 1` values per row.
-fn quantised_first_differences(a: &[f32], rw: usize, t: i32) -> Vec<usize> {
-    a.chunks_exact(rw)
-        .flat_map(|r| r.windows(2).map(move |p| quantise(p[1] - p[0], t)))
-        .collect()
-}
-
-/// 7×7 histogram (counts) of neighbouring first differences of a plane, horizontal and
-/// vertical pooled.
-fn first_difference_pairs(g: &[f32], w: usize, h: usize) -> [f64; 49] {
-    let mut hist = [0f64; 49];
-    for (a, rw) in both_directions(g, w, h) {
-        if rw < 3 {
-            continue;
+impl DifferenceCodes {
+    /// First differences (`order` 1) or halved second differences (`order` 2).
+    fn new(g: &[f32], w: usize, h: usize, order: usize) -> Self {
+        let diff = |p0: f32, p1: f32, p2: f32| {
+            if order == 1 {
+                p1 - p0
+            } else {
+                (p2 - 2.0 * p1 + p0) / 2.0
+            }
+        };
+        let mut along_rows = Vec::new();
+        if w >= 3 {
+            along_rows.reserve(h * (w - order));
+            for r in g.chunks_exact(w) {
+                along_rows.extend(
+                    r.windows(order + 1)
+                        .map(|p| quantise(diff(p[0], p[1], p.get(2).copied().unwrap_or(0.0)), T)),
+                );
+            }
         }
-        for row in quantised_first_differences(&a, rw, T).chunks_exact(rw - 1) {
+        let mut along_columns = Vec::new();
+        if h >= 3 {
+            along_columns.reserve((h - order) * w);
+            for y in 0..h - order {
+                let (r0, r1) = (&g[y * w..][..w], &g[(y + 1) * w..][..w]);
+                if order == 1 {
+                    along_columns.extend(r0.iter().zip(r1).map(|(&a, &b)| quantise(b - a, T)));
+                } else {
+                    let r2 = &g[(y + 2) * w..][..w];
+                    along_columns.extend(
+                        r0.iter()
+                            .zip(r1)
+                            .zip(r2)
+                            .map(|((&a, &b), &c)| quantise(diff(a, b, c), T)),
+                    );
+                }
+            }
+        }
+        Self {
+            w,
+            order,
+            along_rows,
+            along_columns,
+        }
+    }
+
+    /// The codes along the rows, one slice per image row.
+    fn row_runs(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.along_rows
+            .chunks_exact(self.w.saturating_sub(self.order).max(1))
+    }
+
+    /// The codes along the columns, one slice per image row: a run down the columns is the
+    /// same position in consecutive slices.
+    fn column_rows(&self) -> Vec<&[u8]> {
+        self.along_columns.chunks_exact(self.w.max(1)).collect()
+    }
+
+    /// 7×7 histogram (counts) of neighbouring codes, both directions pooled.
+    fn pairs(&self) -> [f64; 49] {
+        let mut hist = [0u32; 49];
+        for row in self.row_runs() {
             for p in row.windows(2) {
-                hist[p[0] * 7 + p[1]] += 1.0;
+                hist[usize::from(p[0]) * 7 + usize::from(p[1])] += 1;
             }
         }
+        for rows in self.column_rows().windows(2) {
+            for (&a, &b) in rows[0].iter().zip(rows[1]) {
+                hist[usize::from(a) * 7 + usize::from(b)] += 1;
+            }
+        }
+        hist.map(f64::from)
     }
-    hist
+
+    /// 5×5×5 histogram of three neighbouring codes quantised to ±2, both directions pooled,
+    /// normalised: the third-order SPAM co-occurrence.
+    fn triplets(&self) -> Vec<f32> {
+        // Codes 0…6 (±3) to 0…4 (±2).
+        const TO2: [usize; 7] = [0, 0, 1, 2, 3, 4, 4];
+        let mut hist = [0u32; 125];
+        let bin = |a: u8, b: u8, c: u8| {
+            (TO2[usize::from(a)] * 5 + TO2[usize::from(b)]) * 5 + TO2[usize::from(c)]
+        };
+        for row in self.row_runs() {
+            for p in row.windows(3) {
+                hist[bin(p[0], p[1], p[2])] += 1;
+            }
+        }
+        for rows in self.column_rows().windows(3) {
+            for ((&a, &b), &c) in rows[0].iter().zip(rows[1]).zip(rows[2]) {
+                hist[bin(a, b, c)] += 1;
+            }
+        }
+        normalised(&hist.map(f64::from))
+    }
 }
 
-/// 5×5×5 histogram of three consecutive first differences (quantised to ±2), horizontal and
-/// vertical pooled, normalised: the third-order SPAM co-occurrence.
-fn triplets(g: &[f32], w: usize, h: usize) -> Vec<f32> {
-    let mut hist = [0f64; 125];
-    for (a, rw) in both_directions(g, w, h) {
-        if rw < 4 {
-            continue;
-        }
-        for row in quantised_first_differences(&a, rw, 2).chunks_exact(rw - 1) {
-            for p in row.windows(3) {
-                hist[(p[0] * 5 + p[1]) * 5 + p[2]] += 1.0;
-            }
-        }
-    }
-    normalised(&hist)
+fn cooccurrences(first: &DifferenceCodes, g: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut out = normalised(&first.pairs());
+    out.extend(normalised(&DifferenceCodes::new(g, w, h, 2).pairs()));
+    out
 }
 
 /// 7×7 histogram of neighbouring diagonal first differences along both diagonals, pooled and
@@ -205,12 +226,25 @@ fn diagonal_pairs(g: &[f32], w: usize, h: usize) -> Vec<f32> {
     if w >= 3 && h >= 3 {
         // d(y, x) = g(y+1, x+1) − g(y, x), paired with d(y+1, x+1); the anti-diagonal
         // e(y, x) = g(y+1, x) − g(y, x+1), paired with e(y+1, x−1).
-        let d = |y: usize, x: usize| quantise(g[(y + 1) * w + x + 1] - g[y * w + x], T);
-        let e = |y: usize, x: usize| quantise(g[(y + 1) * w + x] - g[y * w + x + 1], T);
-        for y in 0..h - 2 {
-            for x in 0..w - 2 {
-                hist[d(y, x) * 7 + d(y + 1, x + 1)] += 1.0;
-                hist[e(y, x + 1) * 7 + e(y + 1, x)] += 1.0;
+        let (cw, ch) = (w - 1, h - 1);
+        let d: Vec<u8> = (0..ch * cw)
+            .map(|i| {
+                let (y, x) = (i / cw, i % cw);
+                quantise(g[(y + 1) * w + x + 1] - g[y * w + x], T)
+            })
+            .collect();
+        let e: Vec<u8> = (0..ch * cw)
+            .map(|i| {
+                let (y, x) = (i / cw, i % cw);
+                quantise(g[(y + 1) * w + x] - g[y * w + x + 1], T)
+            })
+            .collect();
+        for y in 0..ch - 1 {
+            for x in 0..cw - 1 {
+                let (d0, d1) = (d[y * cw + x], d[(y + 1) * cw + x + 1]);
+                let (e0, e1) = (e[y * cw + x + 1], e[(y + 1) * cw + x]);
+                hist[usize::from(d0) * 7 + usize::from(d1)] += 1.0;
+                hist[usize::from(e0) * 7 + usize::from(e1)] += 1.0;
             }
         }
     }
@@ -935,20 +969,35 @@ mod tests {
     #[test]
     fn co_occurrences_round_half_away_from_zero() {
         // One row 0, 0.5, 1.5, 1, 0.5, −1.5 (first differences 0.5, 1, −0.5, −0.5, −2):
-        // quantised 1, 1, −1, −1, −2, as `f32::round` does.
-        let mut hist = [0f64; 49];
-        pair_histogram(&[0.5, 1.0, -0.5, -0.5, -2.0], 5, &mut hist);
+        // quantised 1, 1, −1, −1, −2, as `f32::round` does. One row: no column differences.
+        let codes = DifferenceCodes::new(&[0.0, 0.5, 1.5, 1.0, 0.5, -1.5], 6, 1, 1);
+        let hist = codes.pairs();
         let at = |a: i32, b: i32| hist[((a + T) * 7 + b + T) as usize];
         assert_eq!(
             (at(1, 1), at(1, -1), at(-1, -1), at(-1, -2)),
             (1.0, 1.0, 1.0, 1.0)
         );
         assert_eq!(hist.iter().sum::<f64>(), 4.0);
-        let mut far = [0f64; 49];
+        // Triplets clamp to ±2: (1, 1, −1), (1, −1, −1), (−1, −1, −2).
+        let tri = codes.triplets();
+        let at3 = |a: usize, b: usize, c: usize| tri[(a * 5 + b) * 5 + c];
+        assert_eq!(
+            (at3(3, 3, 1), at3(3, 1, 1), at3(1, 1, 0)),
+            (1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0)
+        );
         // Beyond ±T clamps; a NaN (never produced from pixels) lands on an edge bin.
-        pair_histogram(&[9.0, -3.5, 3.49, f32::NAN], 4, &mut far);
-        let at = |a: i32, b: i32| far[((a + T) * 7 + b + T) as usize];
-        assert_eq!((at(3, -3), at(-3, 3), at(3, 3)), (1.0, 1.0, 1.0));
+        for (v, t, code) in [
+            (9.0, 3, 6),
+            (-3.5, 3, 0),
+            (3.49, 3, 6),
+            (2.5, 2, 4),
+            (f32::NAN, 3, 6),
+        ] {
+            assert_eq!(quantise(v, t), code, "{v} at ±{t}");
+        }
+        // Down a column the same as along a row.
+        let column = DifferenceCodes::new(&[0.0, 0.5, 1.5, 1.0, 0.5, -1.5], 1, 6, 1);
+        assert_eq!(column.pairs(), hist);
     }
 
     #[test]
