@@ -37,7 +37,36 @@ fn per_second(mut f: impl FnMut() -> usize, min_time: Duration) -> f64 {
     items as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Applies the binary's `[detector.cpu]` settings to this bench process, read from the same
+/// environment variables (`LISTING_GUARD__DETECTOR__CPU__BF16=false`, `…__INT8`, `…__AVX512`,
+/// `…__INT8_BF16_ACTIVATIONS`), so that an in-process bench compares kernels the way the
+/// pipeline would run them. Panics on a value other than `true` or `false`.
+fn configure_cpu_from_env() -> lg_model::cpu::CpuFeatures {
+    let flag = |key: &str, default: bool| {
+        let name = format!("LISTING_GUARD__DETECTOR__CPU__{key}");
+        match std::env::var(&name).as_deref() {
+            Err(_) => default,
+            Ok("true") => true,
+            Ok("false") => false,
+            Ok(other) => panic!("{name}={other:?} is not true or false"),
+        }
+    };
+    let d = lg_model::cpu::CpuFeatures::default();
+    let features = lg_model::cpu::CpuFeatures {
+        bf16: flag("BF16", d.bf16),
+        int8: flag("INT8", d.int8),
+        avx512: flag("AVX512", d.avx512),
+        int8_bf16_activations: flag("INT8_BF16_ACTIVATIONS", d.int8_bf16_activations),
+    };
+    lg_model::cpu::configure(features).expect("the CPU features are set before any model loads");
+    features
+}
+
 fn main() {
+    let cpu = configure_cpu_from_env();
+    if cpu != lg_model::cpu::CpuFeatures::default() {
+        println!("engine instruction sets limited by the environment: {cpu:?}");
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_dir = root.join("models/npr-small");
     let det =

@@ -148,6 +148,47 @@ pub struct DetectorSettings {
     /// (signatures and hashes are still verified; signers are not judged).
     #[serde(default)]
     pub c2pa_trust_anchors: String,
+    /// Which of the CPU's instruction sets the model engine may use.
+    #[serde(default)]
+    pub cpu: CpuSettings,
+}
+
+/// `[detector.cpu]`: the instruction sets the model engine may use (all that the CPU has, by
+/// default). For comparisons and for working around a platform problem; process-wide.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CpuSettings {
+    /// bf16 arithmetic for `precision = "auto"` (false: auto is f32).
+    pub bf16: bool,
+    /// int8 arithmetic for `precision = "auto"`.
+    pub int8: bool,
+    /// The AVX-512 vector kernels (false: the `gemm` crate's; the AMX tiles stay).
+    pub avx512: bool,
+    /// bf16 activations between layers on the AVX512-VNNI int8 kernel (false: f32).
+    pub int8_bf16_activations: bool,
+}
+
+impl Default for CpuSettings {
+    fn default() -> Self {
+        let d = lg_model::cpu::CpuFeatures::default();
+        Self {
+            bf16: d.bf16,
+            int8: d.int8,
+            avx512: d.avx512,
+            int8_bf16_activations: d.int8_bf16_activations,
+        }
+    }
+}
+
+impl From<CpuSettings> for lg_model::cpu::CpuFeatures {
+    fn from(c: CpuSettings) -> Self {
+        Self {
+            bf16: c.bf16,
+            int8: c.int8,
+            avx512: c.avx512,
+            int8_bf16_activations: c.int8_bf16_activations,
+        }
+    }
 }
 
 /// Policy settings.
@@ -449,7 +490,15 @@ impl Settings {
     }
 
     /// Parsed `detector.precision`.
+    /// `detector.precision`, after `[detector.cpu]` is applied to the process (the engine's
+    /// instruction sets are process-wide: a second, different `[detector.cpu]` in the same
+    /// process is refused).
     pub fn precision(&self) -> anyhow::Result<lg_model::cpu::Precision> {
+        lg_model::cpu::configure(self.detector.cpu.into()).map_err(|current| {
+            anyhow::anyhow!(
+                "detector.cpu: this process already runs the model engine with {current:?}"
+            )
+        })?;
         parse_precision(&self.detector.precision).context("detector.precision")
     }
 

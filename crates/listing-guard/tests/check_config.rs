@@ -122,3 +122,46 @@ fn a_policy_naming_an_operating_point_the_model_lacks_is_refused() {
     );
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn the_engine_instruction_sets_come_from_the_config() {
+    let npr = ("LISTING_GUARD__DETECTOR__MODEL_DIR", "models/npr-small");
+    // bf16 off: `auto` runs f32 on any CPU, and the model version carries no arithmetic mark.
+    let (ok, stdout, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[npr, ("LISTING_GUARD__DETECTOR__CPU__BF16", "false")],
+    );
+    assert!(ok, "{stderr}");
+    let version = stdout
+        .split("model npr-small@sha256:")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no model version in {stdout}"));
+    assert_eq!(version.len(), 12, "an arithmetic mark on {version}");
+    assert!(stderr.contains("kernel=\"avx512-f32\"") || stderr.contains("kernel=\"gemm-f32\""));
+    // AVX-512 off as well: the gemm crate's kernels.
+    let (ok, _, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[
+            npr,
+            ("LISTING_GUARD__DETECTOR__CPU__BF16", "false"),
+            ("LISTING_GUARD__DETECTOR__CPU__AVX512", "false"),
+        ],
+    );
+    assert!(ok && stderr.contains("kernel=\"gemm-f32\""), "{stderr}");
+    // Shown by --print; a value that is not a boolean names its key.
+    let (ok, stdout, stderr) = check(
+        &["--print", "deploy/config.example.toml"],
+        &[("LISTING_GUARD__DETECTOR__CPU__INT8", "false")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("[detector.cpu]") && stdout.contains("int8 = false"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = check(
+        &["deploy/config.example.toml"],
+        &[("LISTING_GUARD__DETECTOR__CPU__BF16", "nope")],
+    );
+    assert!(!ok && stderr.contains("detector.cpu.bf16"), "{stderr}");
+}

@@ -29,11 +29,11 @@
 
 use rayon::prelude::*;
 
-pub use crate::cpu_kernel::Precision;
 use crate::cpu_kernel::{
     bf16_rows, grown, matmul_fused, matmul_fused_bf16, matmul_fused_bytes, pack_a16, pixel_amax16,
     quantise_run16, takes_bytes, to_bf16, unsigned_factors, Epilogue, Out, PackedB,
 };
+pub use crate::cpu_kernel::{configure, features, CpuFeatures, Precision};
 
 /// Activations in NHWC order, contiguous: f32, or (between layers that run on the tiles) bf16
 /// bits.

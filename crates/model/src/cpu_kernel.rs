@@ -19,7 +19,7 @@
 //!
 //! At [`Precision::Int8`]: AMX-INT8 on the tiles (`tdpbusd`/`tdpbssd`), else AVX512-VNNI on
 //! the vector unit ([`avx512vnni`], `vpdpbusd`), with the same integer sums; f32 elsewhere.
-//! `LISTING_GUARD_NO_AVX512` turns every AVX-512 vector kernel off (not the tiles).
+//! [`CpuFeatures::avx512`] off turns every AVX-512 vector kernel off (not the tiles).
 
 /// Columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
@@ -44,21 +44,67 @@ pub enum Precision {
     Int8,
 }
 
+/// Which of this CPU's instruction sets the engine may use: the binary's `[detector.cpu]`
+/// settings, given once per process with [`configure`] before the first model loads. The
+/// library reads no environment; by default everything the CPU has is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// bf16 arithmetic for [`Precision::auto`]; off, `auto` is f32 (int8 included).
+    pub bf16: bool,
+    /// int8 arithmetic for [`Precision::auto`].
+    pub int8: bool,
+    /// The AVX-512 vector kernels (f32, bf16 and VNNI; not the AMX tiles); off, the `gemm`
+    /// crate's kernels run.
+    pub avx512: bool,
+    /// bf16 activations between the layers on the VNNI int8 kernel (off: f32 activations,
+    /// the former int8 path).
+    pub int8_bf16_activations: bool,
+}
+
+impl Default for CpuFeatures {
+    fn default() -> Self {
+        Self {
+            bf16: true,
+            int8: true,
+            avx512: true,
+            int8_bf16_activations: true,
+        }
+    }
+}
+
+static FEATURES: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
+
+/// Sets the process's [`CpuFeatures`]. The kernels' choices are made once, so the first
+/// configuration (or the first use, which fixes the default) wins: a different one later is
+/// refused with the one in force.
+pub fn configure(features: CpuFeatures) -> Result<(), CpuFeatures> {
+    let current = *FEATURES.get_or_init(|| features);
+    if current == features {
+        Ok(())
+    } else {
+        Err(current)
+    }
+}
+
+/// The process's [`CpuFeatures`] (the default until [`configure`] is called).
+pub fn features() -> CpuFeatures {
+    *FEATURES.get_or_init(CpuFeatures::default)
+}
+
 impl Precision {
     /// The fastest arithmetic measured on this kind of machine, all within the model's accuracy
-    /// (AP within 0.03 points of f32 on the model's images, BENCHMARKS.md):
+    /// (AP within 0.03 points of f32 on the model's images, BENCHMARKS.md), among those
+    /// [`features`] allows:
     /// - int8 where the VNNI kernel runs with bf16 activations (AVX512-VNNI and AVX512-BF16, no
-    ///   AMX-INT8: AMD Zen 4 and 5), unless `LISTING_GUARD_NO_INT8` is set;
+    ///   AMX-INT8: AMD Zen 4 and 5), unless [`CpuFeatures::int8`] is off;
     /// - else bf16 where the CPU has AMX or AVX512-BF16 (on AMX machines int8 measured no faster
     ///   end to end);
-    /// - f32 otherwise, and everywhere when `LISTING_GUARD_NO_BF16` (or its former name
-    ///   `LISTING_GUARD_NO_AMX`) is set.
+    /// - f32 otherwise, and everywhere when [`CpuFeatures::bf16`] is off.
     pub fn auto() -> Self {
-        let set = |names: &[&str]| names.iter().any(|v| std::env::var_os(v).is_some());
-        // `LISTING_GUARD_NO_AMX`: this switch's name until 2026-12-02, still honoured.
-        if set(&["LISTING_GUARD_NO_BF16", "LISTING_GUARD_NO_AMX"]) {
+        let allowed = features();
+        if !allowed.bf16 {
             Precision::F32
-        } else if int8_bf16_activations() && !set(&["LISTING_GUARD_NO_INT8"]) {
+        } else if int8_bf16_activations() && allowed.int8 {
             Precision::Int8
         } else if amx_available() || dpbf16_available() {
             Precision::Bf16
@@ -256,8 +302,7 @@ impl PackedB {
 fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::env::var_os("LISTING_GUARD_NO_AVX512").is_none()
+        std::arch::is_x86_feature_detected!("avx512f") && features().avx512
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -521,7 +566,7 @@ pub(crate) fn matmul_fused_bytes(
 
 /// Whether the int8 VNNI kernel runs with bf16 activations between the layers: AVX512-BF16 is
 /// there for the epilogue's rounding (every CPU with VNNI and BF16: Zen 4 and later, Cooper
-/// Lake), unless `LISTING_GUARD_INT8_F32_ACTIVATIONS` is set.
+/// Lake), unless [`CpuFeatures::int8_bf16_activations`] is off.
 pub(crate) fn int8_bf16_activations() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -535,7 +580,7 @@ pub(crate) fn int8_bf16_activations() -> bool {
 
 /// Whether the VNNI kernel, wherever it runs (also where AMX-INT8 is picked over it, as in the
 /// kernel tests), can take bf16 `A` and give bf16 out: AVX512-VNNI and AVX512-BF16, AVX-512 not
-/// switched off, `LISTING_GUARD_INT8_F32_ACTIVATIONS` not set.
+/// switched off, [`CpuFeatures::int8_bf16_activations`] on.
 #[cfg(target_arch = "x86_64")]
 fn vnni_bf16() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -543,7 +588,7 @@ fn vnni_bf16() -> bool {
         avx512()
             && avx512vnni::available()
             && avx512bf16::available()
-            && std::env::var_os("LISTING_GUARD_INT8_F32_ACTIVATIONS").is_none()
+            && features().int8_bf16_activations
     })
 }
 
