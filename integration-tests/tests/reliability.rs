@@ -144,7 +144,8 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
     produce_all(&topics.input, first_half).await;
 
     let mut collector = Collector::new(&topics);
-    let a = start_pipeline(&topics);
+    let a_log = std::env::temp_dir().join(format!("{}.a.log", topics.group));
+    let a = start_pipeline_logged(&topics, &[], &a_log);
     collector
         .until(Duration::from_secs(180), |c| {
             c.distinct_events.len() >= n / 5
@@ -190,6 +191,15 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
         "the second instance got partitions and did work"
     );
     assert_eq!(collector.seen.distinct_events.len(), n);
+    // The first instance gave partitions up when the second joined, and forgot their
+    // positions then (its records of them still in flight store nothing).
+    let a_text = std::fs::read_to_string(&a_log).unwrap();
+    assert!(
+        a_text
+            .lines()
+            .any(|l| l.contains("partitions revoked; their positions are forgotten")),
+        "the first instance logged no revocation:\n{a_text}"
+    );
 }
 
 /// Waits until the instance logging to `log` has been assigned partitions.

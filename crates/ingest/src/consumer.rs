@@ -46,14 +46,35 @@ pub struct ConsumerSettings {
     pub extra: BTreeMap<String, String>,
 }
 
-/// Consumer context: routes librdkafka's logs and rebalance events to `tracing`, and keeps the
-/// consumer lag per partition from librdkafka's periodic statistics.
-#[derive(Debug, Default, Clone)]
+/// What a revocation calls with the revoked partitions (see [`GuardContext::on_revoke`]).
+pub type RevokeHook = Arc<dyn Fn(&[TopicPartition]) + Send + Sync>;
+
+/// Consumer context: routes librdkafka's logs and rebalance events to `tracing`, keeps the
+/// consumer lag per partition from librdkafka's periodic statistics, and tells its owner which
+/// partitions a rebalance revokes.
+#[derive(Default, Clone)]
 pub struct GuardContext {
     lags: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+    on_revoke: Arc<std::sync::OnceLock<RevokeHook>>,
+}
+
+impl std::fmt::Debug for GuardContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardContext")
+            .field("lags", &self.lags)
+            .field("on_revoke", &self.on_revoke.get().is_some())
+            .finish()
+    }
 }
 
 impl GuardContext {
+    /// Sets what a revocation calls, before the partitions go (in the consumer's poll, so it
+    /// must be quick and must not wait on the consumer). Only the first hook set is kept;
+    /// returns whether this one was.
+    pub fn on_revoke(&self, hook: RevokeHook) -> bool {
+        self.on_revoke.set(hook).is_ok()
+    }
+
     /// The consumer lag of each assigned partition, as of the latest statistics (every
     /// `statistics.interval.ms`, 2 s here).
     pub fn lags(&self) -> Vec<(TopicPartition, i64)> {
@@ -100,6 +121,14 @@ impl ClientContext for GuardContext {
 impl ConsumerContext for GuardContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "rebalance starting");
+        if let (Rebalance::Revoke(list), Some(hook)) = (rebalance, self.on_revoke.get()) {
+            let parts: Vec<TopicPartition> = list
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_owned(), e.partition()))
+                .collect();
+            hook(&parts);
+        }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -203,6 +232,39 @@ pub fn check_extra(extra: &BTreeMap<String, String>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revocation_tells_the_hook_which_partitions_go() {
+        let ctx = GuardContext::default();
+        let seen: Arc<Mutex<Vec<TopicPartition>>> = Arc::default();
+        let sink = Arc::clone(&seen);
+        assert!(ctx.on_revoke(Arc::new(move |parts| {
+            sink.lock().unwrap().extend_from_slice(parts)
+        })));
+        assert!(
+            !ctx.on_revoke(Arc::new(|_| {})),
+            "only the first hook is kept"
+        );
+        // A consumer is needed for the callback's signature; it never connects.
+        let consumer: BaseConsumer<GuardContext> = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("group.id", "revoke-test")
+            .create_with_context(ctx.clone())
+            .expect("consumer builds offline");
+        let mut list = TopicPartitionList::new();
+        list.add_partition("listings", 3);
+        list.add_partition("listings", 5);
+        ctx.pre_rebalance(&consumer, &Rebalance::Assign(&list));
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "an assignment revokes nothing"
+        );
+        ctx.pre_rebalance(&consumer, &Rebalance::Revoke(&list));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![("listings".to_owned(), 3), ("listings".to_owned(), 5)]
+        );
+    }
 
     #[tokio::test]
     async fn tls_and_sasl_settings_pass_through() {

@@ -134,5 +134,10 @@ mod tests {
         t.forget("t", 1);
         assert_eq!(t.complete("t", 1, 1), None);
         assert_eq!(t.positions(), vec![(("t".into(), 0), 1)]);
+        // Assigned again later, from the committed position 1: a fresh start, nothing of the
+        // old state (offset 1 was in flight there) carries over.
+        t.begin("t", 1, 1);
+        assert_eq!(t.in_flight(), 1);
+        assert_eq!(t.complete("t", 1, 1), Some(2));
     }
 }

@@ -196,6 +196,20 @@ async fn drive(
         processor,
         stats: Mutex::new(RunStats::default()),
     });
+    // A revoked partition is forgotten at once: its records still in flight finish without
+    // storing a position (the new owner redoes them from the committed one), and nothing of
+    // its old state outlives a later reassignment. Weak: the consumer's context must not keep
+    // the run's state alive.
+    let revoked_from = Arc::downgrade(&shared);
+    rdkafka::consumer::Consumer::context(&*consumer).on_revoke(Arc::new(move |parts| {
+        if let Some(sh) = revoked_from.upgrade() {
+            let mut tracker = sh.tracker.lock().expect("tracker lock");
+            for (topic, partition) in parts {
+                tracker.forget(topic, *partition);
+            }
+            tracing::info!(?parts, "partitions revoked; their positions are forgotten");
+        }
+    }));
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
     let mut recv_errors = 0u32;
