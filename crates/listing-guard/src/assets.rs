@@ -20,7 +20,19 @@ use lg_labeler::visible::{self, Corner};
 use object_store::path::{Path as ObjectPath, PathPart};
 use object_store::{ObjectStore, PutPayload};
 
-use crate::config::LabelAssetSettings;
+use serde::Deserialize;
+
+/// Where labelled copies of images go.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelAssetSettings {
+    /// Empty: off; a directory (path or `file://` URL); or `s3://bucket/prefix`.
+    pub store: String,
+    /// Also write a copy with the visible label drawn in.
+    pub visible: bool,
+    /// Corner of the visible label.
+    pub corner: String,
+}
 
 /// The longest a label's files may take to write before the label event goes out without
 /// them (`assets.error` says so).

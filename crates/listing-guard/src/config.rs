@@ -237,17 +237,7 @@ pub struct Settings {
     pub label_assets: LabelAssetSettings,
 }
 
-/// Where labelled copies of images go.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelAssetSettings {
-    /// Empty: off; a directory (path or `file://` URL); or `s3://bucket/prefix`.
-    pub store: String,
-    /// Also write a copy with the visible label drawn in.
-    pub visible: bool,
-    /// Corner of the visible label.
-    pub corner: String,
-}
+pub use crate::assets::LabelAssetSettings;
 
 /// Health and metrics endpoints.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -492,7 +482,8 @@ impl Settings {
     /// Parsed `detector.precision`.
     /// `detector.precision`, after `[detector.cpu]` is applied to the process (the engine's
     /// instruction sets are process-wide: a second, different `[detector.cpu]` in the same
-    /// process is refused).
+    /// process is refused). Loading the settings validates them through this, so their
+    /// `[detector.cpu]` is in force before anything resolves `auto`.
     pub fn precision(&self) -> anyhow::Result<lg_model::cpu::Precision> {
         lg_model::cpu::configure(self.detector.cpu.into()).map_err(|current| {
             anyhow::anyhow!(
