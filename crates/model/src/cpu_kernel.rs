@@ -56,8 +56,8 @@ pub struct CpuFeatures {
     /// The AVX-512 vector kernels (f32, bf16 and VNNI; not the AMX tiles); off, the `gemm`
     /// crate's kernels run.
     pub avx512: bool,
-    /// bf16 activations between the layers on the VNNI int8 kernel (off: f32 activations,
-    /// the former int8 path).
+    /// bf16 activations between the layers on the VNNI int8 kernel (off: f32 activations
+    /// between them, quantised from f32 on each call).
     pub int8_bf16_activations: bool,
 }
 
